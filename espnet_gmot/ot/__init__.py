@@ -1,0 +1,30 @@
+"""Batched, differentiable optimal transport for padded sequences (pure torch).
+
+Geometry (cost builders), problems and solvers, in the spirit of OTT-JAX and
+POT's ``ot.batch``: every function takes padded ``(B, ...)`` tensors plus valid
+lengths, and nothing here imports ESPnet.
+"""
+
+from espnet_gmot.ot.costs import (
+    cosine_cost,
+    length_mask,
+    pair_mask,
+    structure_cost,
+    temporal_cost,
+    uniform_marginals,
+)
+from espnet_gmot.ot.gromov import fused_gromov_wasserstein
+from espnet_gmot.ot.sinkhorn import GRADIENT_MODES, TransportResult, sinkhorn
+
+__all__ = [
+    "GRADIENT_MODES",
+    "TransportResult",
+    "cosine_cost",
+    "fused_gromov_wasserstein",
+    "length_mask",
+    "pair_mask",
+    "sinkhorn",
+    "structure_cost",
+    "temporal_cost",
+    "uniform_marginals",
+]

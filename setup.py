@@ -1,0 +1,34 @@
+"""espnet-gmot: OT-based PLM knowledge transfer (OT-BERT, TOT-CAKT, GM-OT) for ESPnet."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="espnet-gmot",
+    version="0.1.0",
+    description=(
+        "Optimal-transport knowledge transfer from a pretrained language model "
+        "to ESPnet Conformer-CTC speech recognisers (OT-BERT, TOT-CAKT, GM-OT)"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["espnet_gmot", "espnet_gmot.*"]),
+    include_package_data=True,
+    package_data={"espnet_gmot": ["conf/*.yaml"]},
+    install_requires=[
+        # Ranges, not pins: the package goes into users' existing ESPnet
+        # environments. tools/constraints.txt holds the combination we test.
+        "espnet>=202412",
+        "torch>=2.1",
+        "pot>=0.9.5",
+        "transformers>=4.40",
+        "kaldiio>=2.18",
+        "typeguard>=4",
+        "numpy",
+        "pyyaml",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "sentencepiece"],
+    },
+)

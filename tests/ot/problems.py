@@ -1,0 +1,47 @@
+"""Problem generators shared by the OT tests."""
+
+import torch
+
+from espnet_gmot.ot import cosine_cost, structure_cost, temporal_cost
+
+
+def make_problem(n, m, kind, seed=0, dim=8, dtype=torch.float64):
+    """One unpadded problem: ``(cost, source_structure, target_structure)``.
+
+    ``random``: unrelated random features. ``monotone``: frames that follow
+    their tokens in order plus noise, with the temporal prior added, the shape
+    of the problems the ASR model solves.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(1, m, dim, generator=gen, dtype=dtype)
+    if kind == "random":
+        frames = torch.randn(1, n, dim, generator=gen, dtype=dtype)
+    elif kind == "monotone":
+        owner = (torch.arange(n) * m // n).clamp(max=m - 1)
+        noise = 0.5 * torch.randn(1, n, dim, generator=gen, dtype=dtype)
+        frames = tokens[:, owner] + noise
+    else:
+        raise ValueError(kind)
+    n_len, m_len = torch.tensor([n]), torch.tensor([m])
+    cost = cosine_cost(frames, tokens, n_len, m_len)
+    if kind == "monotone":
+        cost = cost + 0.1 * temporal_cost(n_len, m_len, dtype=dtype)
+    return cost[0], structure_cost(frames, n_len)[0], structure_cost(tokens, m_len)[0]
+
+
+def pad_batch(problems, pad_value=float("nan")):
+    """Stack unpadded problems into a padded batch, poisoning every padded cell."""
+    n_max = max(p[0].shape[0] for p in problems)
+    m_max = max(p[0].shape[1] for p in problems)
+    batch = len(problems)
+    dtype = problems[0][0].dtype
+    cost = torch.full((batch, n_max, m_max), pad_value, dtype=dtype)
+    source = torch.full((batch, n_max, n_max), pad_value, dtype=dtype)
+    target = torch.full((batch, m_max, m_max), pad_value, dtype=dtype)
+    n_len, m_len = [], []
+    for b, (c, c1, c2) in enumerate(problems):
+        n, m = c.shape
+        cost[b, :n, :m], source[b, :n, :n], target[b, :m, :m] = c, c1, c2
+        n_len.append(n)
+        m_len.append(m)
+    return cost, source, target, torch.tensor(n_len), torch.tensor(m_len)
