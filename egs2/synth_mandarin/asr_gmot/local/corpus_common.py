@@ -1,0 +1,166 @@
+"""Shared helpers for the synthetic Mandarin corpus recipe scripts.
+
+Used by ``make_corpus.py`` (writes the manifest), ``train_teacher_plm.py``
+(reads it to exclude dev/test sentences from pretraining) and
+``prepare_data.py``.  Kept dependency-free (standard library only) so that
+every script can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+# CJK Unified Ideographs (basic block) plus Extension A.  Everything the
+# corpus speaks and the teacher PLM learns is restricted to these characters.
+HANZI_PATTERN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+
+MANIFEST_NAME = "manifest.tsv"
+SPEAKERS_NAME = "speakers.tsv"
+STATS_NAME = "corpus_stats.json"
+SPLITS = ("train", "dev", "test")
+
+
+def hanzi_only(text: str) -> str:
+    """Return ``text`` with everything except Chinese characters removed."""
+    return "".join(HANZI_PATTERN.findall(text))
+
+
+def is_all_hanzi(text: str) -> bool:
+    """True if ``text`` is non-empty and consists only of Chinese characters."""
+    return bool(text) and len(HANZI_PATTERN.findall(text)) == len(text)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + rename in the same folder.
+
+    A reader (or a resumed run) therefore sees either the old file, no file,
+    or the complete new file, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    """Write ``obj`` as pretty, key-sorted UTF-8 JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One utterance of the generated corpus.
+
+    ``text`` is the Chinese-character-only transcript (no spaces, no
+    punctuation); ``words`` is the same text word-segmented with single
+    spaces (AISHELL transcript style); ``pinyin`` holds one numbered-tone
+    syllable per character, space separated (what espeak-ng was fed, apart
+    from pause commas).
+    """
+
+    utt_id: str
+    split: str
+    speaker: str
+    sentence_id: str
+    hsk_level: int
+    text: str
+    words: str
+    pinyin: str
+    wav: str  # path relative to the data_aishell root
+    duration_s: float
+
+
+MANIFEST_FIELDS = [f.name for f in fields(ManifestRow)]
+
+
+def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> None:
+    """Write the manifest as a tab-separated file with a header line."""
+    lines = ["\t".join(MANIFEST_FIELDS)]
+    for row in rows:
+        values = []
+        for name in MANIFEST_FIELDS:
+            value = getattr(row, name)
+            values.append(f"{value:.4f}" if isinstance(value, float) else str(value))
+        lines.append("\t".join(values))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """Read a manifest written by :func:`write_manifest`.
+
+    Raises ``FileNotFoundError``/``ValueError`` naming the file when it is
+    missing or malformed, so callers can tell the user to re-run
+    ``make_corpus.py``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"corpus manifest not found: {path} (run local/make_corpus.py first)"
+        )
+    rows: list[ManifestRow] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if reader.fieldnames != MANIFEST_FIELDS:
+            raise ValueError(
+                f"{path}: unexpected header {reader.fieldnames}; expected {MANIFEST_FIELDS}. "
+                "Regenerate it with local/make_corpus.py."
+            )
+        for record in reader:
+            rows.append(
+                ManifestRow(
+                    utt_id=record["utt_id"],
+                    split=record["split"],
+                    speaker=record["speaker"],
+                    sentence_id=record["sentence_id"],
+                    hsk_level=int(record["hsk_level"]),
+                    text=record["text"],
+                    words=record["words"],
+                    pinyin=record["pinyin"],
+                    wav=record["wav"],
+                    duration_s=float(record["duration_s"]),
+                )
+            )
+    return rows
+
+
+def split_texts(rows: Sequence[ManifestRow], splits: Sequence[str]) -> set[str]:
+    """The distinct transcripts (hanzi only) of the utterances in ``splits``."""
+    wanted = set(splits)
+    return {row.text for row in rows if row.split in wanted}
+
+
+def read_kaldi_text(path: Path) -> dict[str, str]:
+    """Read a Kaldi ``text`` file (``<utt> <transcript>``) into a dict.
+
+    Spaces inside the transcript are kept as they are.
+    """
+    entries: dict[str, str] = {}
+    with Path(path).open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            utt, _, transcript = line.partition(" ")
+            if utt in entries:
+                raise ValueError(f"{path}:{line_number}: duplicate utterance id {utt}")
+            entries[utt] = transcript
+    return entries
