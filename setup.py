@@ -14,8 +14,6 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["espnet_gmot", "espnet_gmot.*"]),
-    include_package_data=True,
-    package_data={"espnet_gmot": ["conf/*.yaml"]},
     install_requires=[
         # Ranges, not pins: the package goes into users' existing ESPnet
         # environments. tools/constraints.txt holds the combination we test.

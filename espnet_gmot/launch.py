@@ -1,0 +1,99 @@
+"""A ``python3`` that knows the espnet-gmot plugin: the prefix for asr.sh's ``--python``.
+
+Usage, like the interpreter itself::
+
+    python3 -m espnet_gmot.launch -m espnet2.bin.asr_train --config conf/train_asr_gmot.yaml ...
+    python3 -m espnet_gmot.launch pyscripts/utils/some_script.py ...
+    ./asr.sh --python "python3 -m espnet_gmot.launch" ...
+
+It installs an import hook that registers ``model: gmot`` and
+``frontend: fbank_pitch`` the moment ``espnet2.tasks.asr`` is imported (the
+many small Python steps of asr.sh that never import it pay nothing), then runs
+the target. This module stays ``__main__`` while the target runs, so the workers
+that ESPnet starts with multiprocessing's ``spawn`` re-import it and get the
+hook too; asr.sh's own sub-commands (``espnet2.bin.launch`` workers, decoding
+jobs) are started with the same ``--python`` prefix.
+"""
+
+import importlib.abc
+import importlib.machinery
+import runpy
+import sys
+
+_HOOKED_MODULE = "espnet2.tasks.asr"
+_USAGE = "usage: python3 -m espnet_gmot.launch (-m module | -c code | script.py) [args ...]"
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """Wraps the real loader of ``espnet2.tasks.asr``; registers after it ran."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def create_module(self, spec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module):
+        self._inner.exec_module(module)
+        from espnet_gmot.espnet.registry import register
+
+        register()
+
+    def __getattr__(self, name):  # get_source, get_filename, ... for tracebacks
+        return getattr(self._inner, name)
+
+
+class _RegisterOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _HOOKED_MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+def install_hook() -> None:
+    """Register now if ESPnet's ASR task is imported already, else on its import."""
+    if _HOOKED_MODULE in sys.modules:
+        from espnet_gmot.espnet.registry import register
+
+        register()
+    elif not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterOnImport())
+
+
+# At import, not only under __main__: spawned workers import this module.
+install_hook()
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_USAGE, file=sys.stderr if not argv else sys.stdout)
+        sys.exit(2 if not argv else 0)
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            sys.exit(_USAGE)
+        module, args = argv[1], argv[2:]
+        sys.argv = [module, *args]
+        if module == "espnet2.bin.asr_train":
+            from espnet_gmot.espnet.plm_cache import check_plm_cache_covers_data
+
+            check_plm_cache_covers_data(args)
+        # alter_sys=False keeps this module as __main__ for spawned workers.
+        runpy.run_module(module, run_name="__main__", alter_sys=False)
+    elif argv[0] == "-c":
+        if len(argv) < 2:
+            sys.exit(_USAGE)
+        sys.argv = ["-c", *argv[2:]]
+        exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+    elif argv[0].startswith("-"):
+        sys.exit(f"espnet_gmot.launch: unsupported interpreter option {argv[0]!r}\n{_USAGE}")
+    else:
+        sys.argv = argv
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

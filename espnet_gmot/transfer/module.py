@@ -1,0 +1,223 @@
+"""The knowledge-transfer branch: adapter, OT coupling, projection, losses, fusion.
+
+One module covers the three methods of METHOD.md (TOT and GM-OT papers):
+
+* OT-BERT:  ``gw_weight = 0, temporal_weight = 0`` (entropic OT, cosine cost);
+* TOT-CAKT: ``gw_weight = 0, temporal_weight > 0`` (cost ``C + beta d^2``, TOT eq. 19);
+* GM-OT:    ``gw_weight > 0`` (entropic fused Gromov-Wasserstein).
+
+Training: ``H_A = FC2(H_ca)`` (TOT eq. 2), coupling ``g*`` between ``H_A`` and the
+PLM states ``Z_L``, projection ``Z~_L = diag(1/b) g*^T H_A`` (eq. 20), alignment
+loss (eq. 21) and the transport objective. Inference keeps only
+``H_at = H_ca + s * LN(FC3(LN(H_A)))`` (eq. 22): no PLM, no OT.
+"""
+
+from dataclasses import dataclass
+from typing import Dict
+
+import torch
+from typeguard import typechecked
+
+from espnet_gmot.ot import (
+    GRADIENT_MODES,
+    cosine_cost,
+    fused_gromov_wasserstein,
+    length_mask,
+    sinkhorn,
+    structure_cost,
+    temporal_cost,
+)
+
+
+@dataclass
+class TransferLosses:
+    """Per-batch transfer losses (means over utterances) and diagnostics."""
+
+    align: torch.Tensor  # L_align, TOT eq. 21
+    transport: torch.Tensor  # L_fgw = E(g*), the objective without entropy
+    plan: torch.Tensor  # (B, la, lt) coupling, constant unless gradient="unrolled"
+    stats: Dict[str, torch.Tensor]
+
+
+class OTKnowledgeTransfer(torch.nn.Module):
+    """Adapter, OT-based alignment to PLM states, and fusion for CTC.
+
+    Args:
+        acoustic_dim: encoder output size ``d_a``.
+        plm_dim: PLM hidden size ``d_t`` (768 for bert-base-chinese).
+        gw_weight: GM-OT ``alpha``, weight of the graph-edge (Gromov-Wasserstein)
+            term, in ``[0, 1)``.
+        temporal_weight: GM-OT ``rho`` / TOT ``beta``, weight of the temporal
+            prior ``d_ij^2``.
+        epsilon: entropic regularisation (TOT ``alpha~``).
+        fusion_scale: ``s`` of TOT eq. 22 (GM-OT ``ws``).
+        outer_iter: mirror-descent steps of the FGW solver (GM-OT only).
+        inner_iter: maximum Sinkhorn iterations per solve.
+        tol: Sinkhorn tolerance on the marginal violation.
+        gradient: ``"envelope"`` (the coupling is a constant in backward) or
+            ``"unrolled"`` (differentiate through the solver iterations).
+        align_special_tokens: include ``[CLS]``/``[SEP]`` in ``L_align``; the
+            paper excludes them (eq. 21 sums ``j = 2 .. l_t - 1``).
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        acoustic_dim: int,
+        plm_dim: int = 768,
+        gw_weight: float = 0.02,
+        temporal_weight: float = 0.5,
+        epsilon: float = 0.1,
+        fusion_scale: float = 1.0,
+        outer_iter: int = 10,
+        inner_iter: int = 200,
+        tol: float = 1e-6,
+        gradient: str = "envelope",
+        align_special_tokens: bool = False,
+    ):
+        super().__init__()
+        if not 0.0 <= gw_weight < 1.0:
+            raise ValueError(f"gw_weight must lie in [0, 1), got {gw_weight}")
+        if temporal_weight < 0:
+            raise ValueError(f"temporal_weight must be >= 0, got {temporal_weight}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        if gradient not in GRADIENT_MODES:
+            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+        self.plm_dim = plm_dim
+        self.gw_weight = gw_weight
+        self.temporal_weight = temporal_weight
+        self.epsilon = epsilon
+        self.fusion_scale = fusion_scale
+        self.outer_iter = outer_iter
+        self.inner_iter = inner_iter
+        self.tol = tol
+        self.gradient = gradient
+        self.align_special_tokens = align_special_tokens
+
+        self.adapter = torch.nn.Linear(acoustic_dim, plm_dim)  # FC2, TOT eq. 2
+        self.fusion_input_norm = torch.nn.LayerNorm(plm_dim)
+        self.fusion_proj = torch.nn.Linear(plm_dim, acoustic_dim)  # FC3, TOT eq. 22
+        self.fusion_output_norm = torch.nn.LayerNorm(acoustic_dim)
+
+    def adapt(self, acoustic: torch.Tensor) -> torch.Tensor:
+        """``H_A = FC2(H_ca)``: acoustic features in the PLM space."""
+        return self.adapter(acoustic)
+
+    def fuse(self, acoustic: torch.Tensor, adapted: torch.Tensor) -> torch.Tensor:
+        """``H_at = H_ca + s * LN(FC3(LN(H_A)))`` (TOT eq. 22), what CTC reads."""
+        linguistic = self.fusion_proj(self.fusion_input_norm(adapted))
+        return acoustic + self.fusion_scale * self.fusion_output_norm(linguistic)
+
+    def forward(self, acoustic: torch.Tensor) -> torch.Tensor:
+        """Inference path: fused features from encoder output alone."""
+        return self.fuse(acoustic, self.adapt(acoustic))
+
+    def transfer_losses(
+        self,
+        adapted: torch.Tensor,
+        acoustic_lengths: torch.Tensor,
+        plm_states: torch.Tensor,
+        plm_lengths: torch.Tensor,
+    ) -> TransferLosses:
+        """Coupling, projection and losses for one batch.
+
+        Args:
+            adapted: ``(B, la, dt)`` adapter output ``H_A``.
+            acoustic_lengths: ``(B,)`` valid frames.
+            plm_states: ``(B, lt, dt)`` PLM states of ``[CLS] y [SEP]``.
+            plm_lengths: ``(B,)`` valid tokens, special tokens included.
+        """
+        if plm_states.size(-1) != self.plm_dim:
+            raise ValueError(
+                f"PLM states have hidden size {plm_states.size(-1)} but the adapter "
+                f"projects to plm_dim={self.plm_dim}: set transfer_conf.plm_dim to "
+                f"{plm_states.size(-1)} (the PLM's hidden_size)"
+            )
+        plm_states = plm_states.to(adapted.dtype)
+        n_max, m_max = adapted.size(1), plm_states.size(1)
+        node_cost = cosine_cost(adapted, plm_states, acoustic_lengths, plm_lengths)
+        cost = node_cost
+        if self.temporal_weight > 0:
+            # Folded into the node cost: (1 - alpha) M = (1 - alpha) D_AL + rho T.
+            prior = temporal_cost(
+                acoustic_lengths, plm_lengths, n_max, m_max, dtype=node_cost.dtype
+            )
+            cost = node_cost + self.temporal_weight / (1.0 - self.gw_weight) * prior
+        if self.gw_weight > 0:
+            result = fused_gromov_wasserstein(
+                cost,
+                structure_cost(adapted, acoustic_lengths),
+                structure_cost(plm_states, plm_lengths),
+                acoustic_lengths,
+                plm_lengths,
+                epsilon=self.epsilon,
+                gw_weight=self.gw_weight,
+                outer_iter=self.outer_iter,
+                inner_iter=self.inner_iter,
+                tol=self.tol,
+                gradient=self.gradient,
+            )
+        else:
+            result = sinkhorn(
+                cost,
+                acoustic_lengths,
+                plm_lengths,
+                epsilon=self.epsilon,
+                max_iter=self.inner_iter,
+                tol=self.tol,
+                gradient=self.gradient,
+            )
+        plan = result.plan.to(adapted.dtype)
+
+        # Z~_L = diag(1/b) g*^T H_A: each token is the coupling-weighted mean of frames.
+        token_mass = plan.sum(1, keepdim=True).transpose(1, 2)  # (B, lt, 1) = b
+        projected = torch.bmm(plan.transpose(1, 2), adapted) / token_mass.clamp_min(
+            torch.finfo(plan.dtype).tiny
+        )
+        similarity = torch.nn.functional.cosine_similarity(
+            projected, plm_states, dim=-1, eps=1e-8
+        )
+        content = self._content_token_mask(plm_lengths, m_max)
+        align = ((1.0 - similarity) * content).sum(1)
+
+        stats = self._plan_stats(result.plan.detach(), acoustic_lengths, plm_lengths)
+        stats["ot_marginal_error"] = result.marginal_error.detach().mean()
+        stats["ot_iterations"] = torch.tensor(float(result.n_iter))
+        return TransferLosses(
+            align=align.mean(), transport=result.value.mean(), plan=plan, stats=stats
+        )
+
+    def _content_token_mask(self, plm_lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+        mask = length_mask(plm_lengths, max_len)
+        if not self.align_special_tokens:
+            positions = torch.arange(max_len, device=plm_lengths.device)[None, :]
+            mask = mask & (positions > 0) & (positions < plm_lengths[:, None] - 1)
+        return mask.to(torch.float32)
+
+    @staticmethod
+    def _plan_stats(
+        plan: torch.Tensor, source_lengths: torch.Tensor, target_lengths: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """Normalised coupling entropy and monotonicity, averaged over the batch.
+
+        ``ot_entropy`` is ``H(g) / log(la * lt)``: 1 for the uniform coupling, near
+        0 for a hard alignment. ``ot_monotonicity`` is the share of consecutive
+        frame pairs whose expected token position does not go backwards.
+        """
+        plan = plan.float()
+        entropy = -(plan * torch.log(plan.clamp_min(1e-30))).sum((1, 2))
+        n = source_lengths.float()
+        m = target_lengths.float()
+        max_entropy = torch.log(n * m).clamp_min(1e-6)
+        positions = torch.arange(plan.size(2), device=plan.device, dtype=plan.dtype)
+        row_mass = plan.sum(2).clamp_min(1e-30)
+        expected = (plan * positions).sum(2) / row_mass  # (B, la)
+        steps = expected[:, 1:] - expected[:, :-1]
+        pair_valid = length_mask(source_lengths - 1, steps.size(1)).float()
+        forward = ((steps >= -1e-6).float() * pair_valid).sum(1)
+        monotonicity = forward / pair_valid.sum(1).clamp_min(1.0)
+        return {
+            "ot_entropy": (entropy / max_entropy).mean(),
+            "ot_monotonicity": monotonicity.mean(),
+        }

@@ -1,0 +1,96 @@
+"""Drive ESPnet's own entry points the way asr.sh stages 10-13 do, for the tests.
+
+Every step is a subprocess of ``python -m espnet_gmot.launch -m espnet2.bin.<x>``,
+the same routing as asr.sh's ``--python "python3 -m espnet_gmot.launch"``.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import editdistance
+
+LAUNCH = [sys.executable, "-m", "espnet_gmot.launch", "-m"]
+
+
+def run(module: str, args: Sequence[str], log: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    with open(log, "w") as out:
+        proc = subprocess.run([*LAUNCH, module, *map(str, args)], stdout=out,
+                              stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"{module} failed ({proc.returncode}); log {log}:\n"
+                             + Path(log).read_text()[-4000:])
+
+
+def data_args(split: str, data_dir: Path, extra: Sequence[str] = ()) -> List[str]:
+    option = f"--{split}_data_path_and_name_and_type"
+    return [option, f"{data_dir}/wav.scp,speech,sound", option, f"{data_dir}/text,text,text",
+            *[a for entry in extra for a in (option, entry)]]
+
+
+def collect_stats(exp: Path, config: Path, corpus: Dict[str, Path]) -> Path:
+    """asr.sh stage 10: shapes and feature statistics (one job)."""
+    stats = exp / "stats"
+    run("espnet2.bin.asr_train", [
+        "--collect_stats", "true", "--use_preprocessor", "true",
+        "--token_type", "char", "--token_list", corpus["token_list"],
+        "--config", config, "--output_dir", stats,
+        "--train_shape_file", corpus["train"] / "wav.scp",
+        "--valid_shape_file", corpus["valid"] / "wav.scp",
+        *data_args("train", corpus["train"]), *data_args("valid", corpus["valid"]),
+    ], exp / "collect_stats.log")
+    return stats
+
+
+def train(exp: Path, config: Path, corpus: Dict[str, Path], stats: Path,
+          extra_train: Sequence[str] = (), extra_valid: Sequence[str] = (),
+          extra_args: Sequence[str] = ()) -> Path:
+    """asr.sh stage 11 (one process)."""
+    out = exp / "model"
+    run("espnet2.bin.asr_train", [
+        "--use_preprocessor", "true", "--token_type", "char",
+        "--token_list", corpus["token_list"], "--config", config,
+        "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats}/train/feats_stats.npz",
+        "--output_dir", out, "--ngpu", "0",
+        "--train_shape_file", f"{stats}/train/speech_shape",
+        "--valid_shape_file", f"{stats}/valid/speech_shape", "--fold_length", "80000",
+        *data_args("train", corpus["train"], extra_train),
+        *data_args("valid", corpus["valid"], extra_valid),
+        *extra_args,
+    ], exp / "train.log")
+    return out
+
+
+def decode(exp: Path, model_dir: Path, data_dir: Path, name: str,
+           decode_config: Optional[Path] = None, model_file: str = "valid.loss.best.pth") -> Dict[str, str]:
+    """asr.sh stage 12 (one job): CTC decoding with Speech2Text; returns hyps."""
+    out = exp / f"decode_{name}"
+    args = [
+        "--ngpu", "0", "--data_path_and_name_and_type", f"{data_dir}/wav.scp,speech,sound",
+        "--key_file", data_dir / "wav.scp",
+        "--asr_train_config", model_dir / "config.yaml",
+        "--asr_model_file", model_dir / model_file, "--output_dir", out,
+    ]
+    if decode_config is not None:
+        args += ["--config", decode_config]
+    else:
+        args += ["--beam_size", "1", "--ctc_weight", "1.0", "--lm_weight", "0.0"]
+    run("espnet2.bin.asr_inference", args, exp / f"decode_{name}.log")
+    return read_text(out / "1best_recog" / "text")
+
+
+def read_text(path: Path) -> Dict[str, str]:
+    result = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        utt, _, text = line.partition(" ")
+        result[utt] = text.replace(" ", "")
+    return result
+
+
+def cer(hyps: Dict[str, str], data_dir: Path) -> float:
+    refs = read_text(data_dir / "text")
+    errors = sum(editdistance.eval(hyps.get(u, ""), r) for u, r in refs.items())
+    return errors / sum(len(r) for r in refs.values())

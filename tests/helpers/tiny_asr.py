@@ -1,0 +1,108 @@
+"""Tiny ASR data and a tiny Hugging Face BERT, built locally for the tests.
+
+Speech is synthetic: every character is a short chord of its own frequencies,
+so a small CTC model can learn it in seconds; no download, no apt package.
+The BERT is random-initialised and saved with ``save_pretrained``, so the
+project loads it through the same ``from_pretrained`` path as
+``bert-base-chinese``.
+"""
+
+import hashlib
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import soundfile
+
+SAMPLE_RATE = 16000
+CHAR_SECONDS = 0.12
+SENTENCES = [
+    "他是老师", "她是学生", "我们去学校", "今天天气很好", "他们在北京",
+    "你好世界", "我喜欢学习", "老师在学校", "学生去北京", "今天我们很好",
+    "他喜欢天气", "她在学习", "你们是学生", "世界很好", "我是老师",
+    "我们在学习", "他去学校", "她们喜欢北京", "你在北京", "今天很好",
+]
+
+
+def char_waveform(char: str, rng: np.random.Generator) -> np.ndarray:
+    """A chord whose three frequencies are derived from the character."""
+    digest = hashlib.md5(char.encode("utf-8")).digest()
+    freqs = [200 + 40 * (digest[k] % 50) for k in range(3)]
+    t = np.arange(int(CHAR_SECONDS * SAMPLE_RATE)) / SAMPLE_RATE
+    wave = sum(np.sin(2 * np.pi * f * t) for f in freqs) / 3
+    envelope = np.hanning(t.size)
+    return 0.3 * wave * envelope + 0.003 * rng.standard_normal(t.size)
+
+
+def write_split(root: Path, name: str, sentences: List[str], seed: int) -> Path:
+    """Kaldi-style data dir ``root/name`` with wav.scp, text, utt2spk, spk2utt."""
+    rng = np.random.default_rng(seed)
+    data_dir = root / "data" / name
+    wav_dir = root / "wav" / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    wav_scp, text, utt2spk = [], [], []
+    for k, sentence in enumerate(sentences):
+        spk = f"spk{k % 2}"
+        utt = f"{spk}-{name}{k:03d}"
+        silence = np.zeros(int(0.05 * SAMPLE_RATE))
+        wave = np.concatenate([silence] + [char_waveform(c, rng) for c in sentence] + [silence])
+        path = wav_dir / f"{utt}.wav"
+        soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+        wav_scp.append(f"{utt} {path}")
+        text.append(f"{utt} {sentence}")
+        utt2spk.append(f"{utt} {spk}")
+    for fname, lines in (("wav.scp", wav_scp), ("text", text), ("utt2spk", utt2spk)):
+        (data_dir / fname).write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
+    spk2utt: Dict[str, List[str]] = {}
+    for line in sorted(utt2spk):
+        utt, spk = line.split()
+        spk2utt.setdefault(spk, []).append(utt)
+    (data_dir / "spk2utt").write_text(
+        "".join(f"{spk} {' '.join(utts)}\n" for spk, utts in sorted(spk2utt.items())),
+        encoding="utf-8",
+    )
+    return data_dir
+
+
+def write_token_list(path: Path, sentences: List[str]) -> Path:
+    """ESPnet char token list: <blank>, <unk>, chars by frequency, <sos/eos>."""
+    counts: Dict[str, int] = {}
+    for sentence in sentences:
+        for char in sentence:
+            counts[char] = counts.get(char, 0) + 1
+    chars = sorted(counts, key=lambda c: (-counts[c], c))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["<blank>", "<unk>", *chars, "<sos/eos>"]) + "\n", encoding="utf-8")
+    return path
+
+
+def make_tiny_corpus(root: Path) -> Dict[str, Path]:
+    """Train (16 utts) / valid (4 utts) dirs and a token list under ``root``."""
+    root = Path(root)
+    train = write_split(root, "train", SENTENCES[:16], seed=0)
+    valid = write_split(root, "valid", SENTENCES[16:], seed=1)
+    tokens = write_token_list(root / "token_list" / "tokens.txt", SENTENCES)
+    return {"train": train, "valid": valid, "token_list": tokens}
+
+
+def make_tiny_bert(path: Path, hidden_size: int = 32, extra_chars: str = "") -> Path:
+    """A 2-layer character BERT saved in Hugging Face format at ``path``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    chars = sorted(set("".join(SENTENCES)) | set(extra_chars))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(path / "vocab.txt"), do_lower_case=False)
+    tokenizer.save_pretrained(path)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=2 * hidden_size,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    return path
