@@ -134,8 +134,14 @@ class OTKnowledgeTransfer(torch.nn.Module):
                 f"projects to plm_dim={self.plm_dim}: set transfer_conf.plm_dim to "
                 f"{plm_states.size(-1)} (the PLM's hidden_size)"
             )
-        plm_states = plm_states.to(adapted.dtype)
         n_max, m_max = adapted.size(1), plm_states.size(1)
+        # Padding must not reach any value or gradient, whatever it holds.
+        frame_mask = length_mask(acoustic_lengths, n_max)[..., None]
+        token_mask = length_mask(plm_lengths, m_max)[..., None]
+        adapted = torch.where(frame_mask, adapted, torch.zeros_like(adapted))
+        plm_states = torch.where(
+            token_mask, plm_states.to(adapted.dtype), torch.zeros((), dtype=adapted.dtype)
+        )
         node_cost = cosine_cost(adapted, plm_states, acoustic_lengths, plm_lengths)
         cost = node_cost
         if self.temporal_weight > 0:
@@ -170,7 +176,9 @@ class OTKnowledgeTransfer(torch.nn.Module):
             )
         plan = result.plan.to(adapted.dtype)
 
-        # Z~_L = diag(1/b) g*^T H_A: each token is the coupling-weighted mean of frames.
+        # Z~_L = diag(1/b) g*^T H_A: each token is the coupling-weighted mean of
+        # frames. b is taken from the plan itself, which equals the uniform mass at
+        # convergence and keeps the mean exact when the solver stopped early.
         token_mass = plan.sum(1, keepdim=True).transpose(1, 2)  # (B, lt, 1) = b
         projected = torch.bmm(plan.transpose(1, 2), adapted) / token_mass.clamp_min(
             torch.finfo(plan.dtype).tiny
@@ -179,7 +187,7 @@ class OTKnowledgeTransfer(torch.nn.Module):
             projected, plm_states, dim=-1, eps=1e-8
         )
         content = self._content_token_mask(plm_lengths, m_max)
-        align = ((1.0 - similarity) * content).sum(1)
+        align = torch.where(content, 1.0 - similarity, torch.zeros_like(similarity)).sum(1)
 
         stats = self._plan_stats(result.plan.detach(), acoustic_lengths, plm_lengths)
         stats["ot_marginal_error"] = result.marginal_error.detach().mean()
@@ -193,7 +201,7 @@ class OTKnowledgeTransfer(torch.nn.Module):
         if not self.align_special_tokens:
             positions = torch.arange(max_len, device=plm_lengths.device)[None, :]
             mask = mask & (positions > 0) & (positions < plm_lengths[:, None] - 1)
-        return mask.to(torch.float32)
+        return mask
 
     @staticmethod
     def _plan_stats(

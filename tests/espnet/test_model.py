@@ -1,0 +1,183 @@
+"""model: gmot built by ESPnet's ASRTask from yaml, its forward, encode and inputs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+from espnet_gmot.espnet.registry import register
+from espnet_gmot.transfer import token_ids_to_text
+from tests.helpers.tiny_asr import SENTENCES, make_tiny_bert, make_tiny_corpus
+
+CONF = Path(__file__).parent / "conf" / "tiny_gmot.yaml"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("model")
+    corpus = make_tiny_corpus(root)
+    bert = make_tiny_bert(root / "bert")
+    return root, corpus, bert
+
+
+def build(workspace, **model_conf_changes):
+    from espnet2.tasks.asr import ASRTask
+
+    register()
+    root, corpus, bert = workspace
+    config = yaml.safe_load(CONF.read_text())
+    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
+    for key, value in model_conf_changes.items():
+        if isinstance(value, dict):
+            config["model_conf"].setdefault(key, {}).update(value)
+        else:
+            config["model_conf"][key] = value
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(path), "--token_list", str(corpus["token_list"]),
+         "--token_type", "char", "--output_dir", str(root / "out")]
+    )
+    torch.manual_seed(0)
+    return ASRTask.build_model(args)
+
+
+def batch(workspace, sentences=SENTENCES[:3], seconds=(1.0, 0.8, 0.6)):
+    root, corpus, _ = workspace
+    tokens = corpus["token_list"].read_text(encoding="utf-8").split("\n")
+    index = {t: i for i, t in enumerate(tokens)}
+    texts = [[index.get(c, index["<unk>"]) for c in s] for s in sentences]
+    t_max = max(len(t) for t in texts) if texts else 0
+    text = torch.full((len(texts), max(t_max, 1)), -1, dtype=torch.long)
+    for b, t in enumerate(texts):
+        text[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    samples = [int(s * 16000) for s in seconds]
+    speech = torch.zeros(len(samples), max(samples))
+    for b, n in enumerate(samples):
+        speech[b, :n] = 0.1 * torch.randn(n, generator=gen)
+    return dict(
+        speech=speech, speech_lengths=torch.tensor(samples),
+        text=text, text_lengths=torch.tensor([len(t) for t in texts]),
+        utt_id=[f"utt{b}" for b in range(len(texts))],
+    )
+
+
+def test_registered_model_trains_one_step_with_its_stats(workspace):
+    model = build(workspace)
+    assert type(model).__name__ == "ESPnetGMOTModel"
+    assert model.ctc_weight == 0.3
+    loss, stats, weight = model(**batch(workspace))
+    assert torch.isfinite(loss) and weight == 3
+    for key in ("loss", "loss_ctc", "loss_align", "loss_fgw", "ot_entropy",
+                "ot_monotonicity", "ot_marginal_error", "ot_iterations", "plm_unk_rate"):
+        assert key in stats and torch.isfinite(stats[key]), key
+    expected = 0.3 * stats["loss_ctc"] + 0.7 * (stats["loss_align"] + stats["loss_fgw"])
+    assert torch.allclose(stats["loss"], expected, atol=1e-5)
+    loss.backward()
+    assert model.transfer.adapter.weight.grad.abs().sum() > 0
+    assert model.encoder.embed.conv[0].weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(**batch(workspace))
+    assert "cer_ctc" in stats and stats["cer_ctc"] is not None
+
+
+def test_plm_is_lazy_frozen_and_never_in_the_state_dict(workspace):
+    model = build(workspace)
+    data = batch(workspace)
+    model.collect_feats(**data)
+    model.encode(data["speech"], data["speech_lengths"])
+    assert not model.teacher.loaded  # collect-stats and decoding never load it
+    model(**data)
+    assert model.teacher.loaded
+    assert not any(k.startswith("teacher") for k in model.state_dict())
+    assert all(not p.requires_grad for p in model.teacher._model.parameters())
+    assert not any(p is q for p in model.parameters() for q in model.teacher._model.parameters())
+
+
+def test_encode_returns_the_fused_features(workspace):
+    from espnet2.asr.espnet_model import ESPnetASRModel
+
+    model = build(workspace).eval()
+    data = batch(workspace)
+    with torch.no_grad():
+        fused, lengths = model.encode(data["speech"], data["speech_lengths"])
+        acoustic, lengths2 = ESPnetASRModel.encode(model, data["speech"], data["speech_lengths"])
+        expected = model.transfer.fuse(acoustic, model.transfer.adapt(acoustic))
+    assert torch.equal(fused, expected) and torch.equal(lengths, lengths2)
+
+
+def test_cached_plm_states_give_the_same_loss_as_the_teacher(workspace):
+    model = build(workspace)
+    model.eval()
+    data = batch(workspace)
+    with torch.no_grad():
+        loss_teacher, _, _ = model(**data)
+        texts = [token_ids_to_text(t[:n].tolist(), model.token_list, "[UNK]")
+                 for t, n in zip(data["text"], data["text_lengths"])]
+        states, lengths, _ = model.teacher.encode(texts, torch.device("cpu"))
+        padded = states.clone()
+        for b, n in enumerate(lengths):
+            padded[b, n:] = 0.0  # ESPnet's collate pads with zeros
+        loss_cache, stats, _ = model(**data, plm_states=padded, plm_states_lengths=lengths)
+    assert torch.allclose(loss_teacher, loss_cache, atol=1e-6)
+    assert "plm_unk_rate" not in stats
+
+
+def test_unknown_model_conf_keys_are_named(workspace):
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['gw_wieght'\] in model_conf\.transfer_conf"):
+        build(workspace, transfer_conf={"gw_wieght": 0.1})
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['name'\] in model_conf\.plm_conf"):
+        build(workspace, plm_conf={"name": "x"})
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['interctc_weight'\] in model_conf"):
+        build(workspace, interctc_weight=0.3)
+
+
+def test_decoder_is_refused(workspace):
+    from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
+
+    model = build(workspace)
+    with pytest.raises(ValueError, match="CTC-only"):
+        type(model)(
+            vocab_size=model.vocab_size, token_list=model.token_list, frontend=None,
+            specaug=None, normalize=None, preencoder=None, encoder=model.encoder,
+            postencoder=None, decoder=TransformerDecoder(model.vocab_size, 32),
+            ctc=model.ctc, joint_network=None,
+        )
+
+
+def test_plm_hidden_size_mismatch_is_named(workspace):
+    model = build(workspace, transfer_conf={"plm_dim": 48})
+    with pytest.raises(ValueError, match="set transfer_conf.plm_dim to 32"):
+        model(**batch(workspace))
+
+
+@pytest.mark.parametrize(
+    "case, sentences, seconds",
+    [
+        ("empty transcript", ["", "他是老师"], (0.5, 0.7)),
+        ("characters the PLM maps to [UNK]", ["他是X老师", "我们Z"], (0.8, 0.5)),
+        ("fewer encoder frames than tokens", ["今天天气很好我们去学校", "他是"], (0.12, 0.5)),
+    ],
+)
+def test_awkward_inputs_train_without_nan(workspace, case, sentences, seconds):
+    model = build(workspace)
+    data = batch(workspace, sentences, seconds)
+    loss, stats, _ = model(**data)
+    assert torch.isfinite(loss), case
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    if "UNK" in case:
+        assert stats["plm_unk_rate"] > 0
+
+
+def test_transcript_longer_than_plm_positions_names_the_utterance(workspace):
+    model = build(workspace)
+    long_sentence = "他" * 600
+    data = batch(workspace, [SENTENCES[0], long_sentence], (0.5, 6.0))
+    with pytest.raises(ValueError, match="Utterance utt1: its transcript needs 602 PLM tokens"):
+        model(**data)

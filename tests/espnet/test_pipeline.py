@@ -1,0 +1,134 @@
+"""ESPnet's real entry points on generated data: stats, training, decoding, CER.
+
+Every step runs as ``python -m espnet_gmot.launch -m espnet2.bin.<x>``, the
+routing asr.sh gets from ``--python "python3 -m espnet_gmot.launch"``.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import espnet_pipeline as pipeline
+from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus
+
+CONF = Path(__file__).parent / "conf"
+
+
+def train_losses(log: Path):
+    """Per-epoch training loss from ESPnet's 'epoch results' log lines."""
+    return [float(m) for m in re.findall(r"epoch results: \[train\] .*?\bloss=([0-9.e+-]+)", log.read_text())]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    corpus = make_tiny_corpus(root)
+    bert = make_tiny_bert(root / "bert")
+    gmot_conf = root / "tiny_gmot.yaml"
+    gmot_conf.write_text((CONF / "tiny_gmot.yaml").read_text().replace("PLM_DIR", str(bert)))
+    exp = root / "exp"
+    exp.mkdir()
+    stats = pipeline.collect_stats(exp, gmot_conf, corpus)
+    base_exp, gmot_exp = exp / "baseline", exp / "gmot"
+    base_exp.mkdir()
+    gmot_exp.mkdir()
+    baseline = pipeline.train(base_exp, CONF / "tiny_baseline.yaml", corpus, stats)
+    gmot = pipeline.train(gmot_exp, gmot_conf, corpus, stats)
+    return dict(root=root, corpus=corpus, bert=bert, stats=stats, conf=gmot_conf,
+                baseline=(base_exp, baseline), gmot=(gmot_exp, gmot))
+
+
+def test_collect_stats_ran_without_the_plm(trained):
+    stats = trained["stats"]
+    assert (stats / "train" / "feats_stats.npz").exists()
+    assert (stats / "train" / "speech_shape").read_text().count("\n") == 16
+    log = (trained["root"] / "exp" / "collect_stats.log").read_text()
+    assert "Loading the PLM teacher" not in log
+
+
+@pytest.mark.parametrize("system", ["baseline", "gmot"])
+def test_two_epochs_of_training_lower_the_loss(trained, system):
+    exp, _ = trained[system]
+    losses = train_losses(exp / "train.log")
+    assert len(losses) == 2, losses
+    assert losses[1] < losses[0]
+
+
+def test_gmot_log_reports_the_transfer_stats(trained):
+    log = (trained["gmot"][0] / "train.log").read_text()
+    results = [line for line in log.splitlines() if "epoch results" in line]
+    for key in ("loss_ctc", "loss_align", "loss_fgw", "cer_ctc", "ot_entropy",
+                "ot_monotonicity", "ot_marginal_error"):
+        assert all(f"{key}=" in line for line in results), key
+
+
+def test_decoding_through_the_plugin_gives_a_cer(trained):
+    corpus = trained["corpus"]
+    for system in ("baseline", "gmot"):
+        exp, model = trained[system]
+        hyps = pipeline.decode(exp, model, corpus["valid"], "valid")
+        assert sorted(hyps) == sorted(pipeline.read_text(corpus["valid"] / "text"))
+        cer = pipeline.cer(hyps, corpus["valid"])
+        print(f"{system}: valid CER after 2 tiny epochs {cer:.3f}")
+        assert 0.0 <= cer <= 2.0
+
+
+def test_gmot_decodes_identically_without_the_plm(trained):
+    exp, model = trained["gmot"]
+    corpus = trained["corpus"]
+    with_plm = pipeline.decode(exp, model, corpus["valid"], "with_plm")
+    hidden = trained["bert"].with_name("bert_hidden")
+    trained["bert"].rename(hidden)
+    try:
+        without_plm = pipeline.decode(exp, model, corpus["valid"], "without_plm")
+    finally:
+        hidden.rename(trained["bert"])
+    assert with_plm == without_plm
+    assert "Loading the PLM teacher" not in (exp / "decode_without_plm.log").read_text()
+
+
+def test_training_from_the_plm_state_cache(trained):
+    root, corpus = trained["root"], trained["corpus"]
+    caches = {}
+    for split in ("train", "valid"):
+        out = root / "plm_cache" / split
+        subprocess.run(
+            [sys.executable, "-m", "espnet_gmot.bin.dump_plm_states", "--text",
+             str(corpus[split] / "text"), "--plm", str(trained["bert"]), "--output_dir", str(out)],
+            check=True, capture_output=True,
+        )
+        caches[split] = f"{out}/plm_states.scp,plm_states,kaldi_ark"
+    exp = root / "exp" / "gmot_cached"
+    exp.mkdir()
+    config = exp / "config.yaml"
+    config.write_text(trained["conf"].read_text().replace("max_epoch: 2", "max_epoch: 1"))
+    # The teacher must not be needed: point it nowhere.
+    config.write_text(config.read_text().replace(str(trained["bert"]), str(root / "no_plm_here")))
+    pipeline.train(exp, config, corpus, trained["stats"], extra_train=[caches["train"]],
+                   extra_valid=[caches["valid"]], extra_args=["--allow_variable_data_keys", "true"])
+    log = (exp / "train.log").read_text()
+    assert "loss_align=" in log and "plm_unk_rate" not in log
+
+
+def test_registration_reaches_spawned_workers(tmp_path):
+    code = (
+        "import multiprocessing as mp\n"
+        "from tests.helpers.spawn_probe import registered_models\n"
+        "ctx = mp.get_context('spawn')\n"
+        "with ctx.Pool(1) as pool:\n"
+        "    print(pool.apply(registered_models))\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "espnet_gmot.launch", "-c", code],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'gmot'" in done.stdout and "'fbank_pitch'" in done.stdout
+
+
+def test_launch_without_plugin_leaves_espnet_untouched():
+    code = "from espnet2.tasks.asr import model_choices; print(sorted(model_choices.classes))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and "gmot" not in done.stdout

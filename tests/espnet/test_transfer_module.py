@@ -1,0 +1,169 @@
+"""The transfer branch: the three methods, padding, losses and fusion by hand."""
+
+import pytest
+import torch
+
+from espnet_gmot.ot import (
+    cosine_cost,
+    fused_gromov_wasserstein,
+    sinkhorn,
+    structure_cost,
+    temporal_cost,
+)
+from espnet_gmot.transfer import OTKnowledgeTransfer
+
+DIM_A, DIM_T = 12, 16
+
+
+def make_module(**kwargs):
+    torch.manual_seed(0)
+    return OTKnowledgeTransfer(DIM_A, plm_dim=DIM_T, **kwargs).double()
+
+
+def make_item(la, lt, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(la, DIM_A, generator=gen, dtype=torch.float64),
+        torch.randn(lt, DIM_T, generator=gen, dtype=torch.float64),
+    )
+
+
+def pad(items):
+    la = max(a.size(0) for a, _ in items)
+    lt = max(z.size(0) for _, z in items)
+    acoustic = torch.full((len(items), la, DIM_A), float("nan"), dtype=torch.float64)
+    plm = torch.full((len(items), lt, DIM_T), float("nan"), dtype=torch.float64)
+    for b, (a, z) in enumerate(items):
+        acoustic[b, : a.size(0)] = a
+        plm[b, : z.size(0)] = z
+    lengths = torch.tensor([a.size(0) for a, _ in items]), torch.tensor([z.size(0) for _, z in items])
+    return acoustic, plm, *lengths
+
+
+def losses_for(module, acoustic, plm, la, lt):
+    # Padded acoustic frames would be finite encoder outputs in practice; zero
+    # them here so the adapter sees numbers, the OT masks do the rest.
+    acoustic = torch.nan_to_num(acoustic)
+    return module.transfer_losses(module.adapt(acoustic), la, plm, lt)
+
+
+@pytest.mark.parametrize(
+    "gw_weight, temporal_weight", [(0.0, 0.0), (0.0, 0.5), (0.02, 0.5)]
+)
+def test_plans_reduce_exactly_to_ot_bert_tot_cakt_and_gm_ot(gw_weight, temporal_weight):
+    module = make_module(gw_weight=gw_weight, temporal_weight=temporal_weight, epsilon=0.1)
+    acoustic, plm, la, lt = pad([make_item(20, 6, 0), make_item(13, 8, 1)])
+    acoustic = torch.nan_to_num(acoustic)
+    out = losses_for(module, acoustic, plm, la, lt)
+    adapted = module.adapt(acoustic)
+    node = cosine_cost(adapted, plm, la, lt)
+    kwargs = dict(epsilon=0.1, tol=module.tol)
+    if gw_weight == 0 and temporal_weight == 0:  # OT-BERT: plain entropic OT, cosine cost
+        expected = sinkhorn(node, la, lt, max_iter=module.inner_iter, **kwargs)
+    elif gw_weight == 0:  # TOT-CAKT: cost C + beta d^2 (TOT eq. 19)
+        cost = node + temporal_weight * temporal_cost(la, lt, dtype=node.dtype)
+        expected = sinkhorn(cost, la, lt, max_iter=module.inner_iter, **kwargs)
+    else:  # GM-OT: FGW with M = D_AL + rho / (1 - alpha) T
+        cost = node + temporal_weight / (1 - gw_weight) * temporal_cost(la, lt, dtype=node.dtype)
+        expected = fused_gromov_wasserstein(
+            cost, structure_cost(adapted, la), structure_cost(plm, lt), la, lt,
+            gw_weight=gw_weight, outer_iter=module.outer_iter, inner_iter=module.inner_iter,
+            **kwargs,
+        )
+    assert torch.equal(out.plan, expected.plan)
+    assert torch.allclose(out.transport, expected.value.mean(), atol=1e-14)
+
+
+def test_padded_batch_equals_per_utterance_results():
+    module = make_module(gw_weight=0.02, temporal_weight=0.5)
+    items = [make_item(25, 7, 0), make_item(9, 4, 1), make_item(17, 11, 2)]
+    acoustic, plm, la, lt = pad(items)
+    batched = losses_for(module, acoustic, plm, la, lt)
+    aligns, transports = [], []
+    for b, (a, z) in enumerate(items):
+        alone = losses_for(module, a[None], z[None], la[b : b + 1], lt[b : b + 1])
+        n, m = a.size(0), z.size(0)
+        assert torch.allclose(batched.plan[b, :n, :m], alone.plan[0], atol=1e-10)
+        assert batched.plan[b, n:].abs().sum() == 0 and batched.plan[b, :, m:].abs().sum() == 0
+        aligns.append(alone.align)
+        transports.append(alone.transport)
+    assert torch.allclose(batched.align, torch.stack(aligns).mean(), atol=1e-10)
+    assert torch.allclose(batched.transport, torch.stack(transports).mean(), atol=1e-10)
+
+
+def test_projection_and_alignment_loss_by_hand():
+    module = make_module(gw_weight=0.0, temporal_weight=0.5)
+    a, z = make_item(10, 5, 3)
+    out = losses_for(module, a[None], z[None], torch.tensor([10]), torch.tensor([5]))
+    plan = out.plan[0]
+    adapted = module.adapt(a)
+    b = plan.sum(0)  # the token masses 1/5, up to the solver's marginal error
+    assert torch.allclose(b, torch.full((5,), 0.2, dtype=torch.float64), atol=1e-3)
+    projected = torch.diag(1 / b) @ plan.T @ adapted  # TOT eq. 20
+    cosines = torch.nn.functional.cosine_similarity(projected, z, dim=-1)
+    expected = (1 - cosines[1:4]).sum()  # eq. 21: tokens 2..lt-1, no [CLS]/[SEP]
+    assert torch.allclose(out.align, expected, atol=1e-12)
+    with_special = make_module(gw_weight=0.0, temporal_weight=0.5, align_special_tokens=True)
+    out_all = losses_for(with_special, a[None], z[None], torch.tensor([10]), torch.tensor([5]))
+    assert torch.allclose(out_all.align, (1 - cosines).sum(), atol=1e-12)
+
+
+def test_fusion_by_hand():
+    module = make_module(fusion_scale=0.3)
+    a, _ = make_item(7, 2, 4)
+    h_a = module.adapter(a)
+    ln_in = torch.nn.functional.layer_norm(h_a, (DIM_T,))
+    ln_out = torch.nn.functional.layer_norm(module.fusion_proj(ln_in), (DIM_A,))
+    assert torch.allclose(module(a), a + 0.3 * ln_out, atol=1e-12)  # TOT eq. 22
+
+
+def test_gradients_reach_the_adapter_and_stay_finite():
+    module = make_module(gw_weight=0.02, temporal_weight=0.5)
+    acoustic, plm, la, lt = pad([make_item(20, 6, 0), make_item(8, 5, 1)])
+    acoustic = torch.nan_to_num(acoustic).requires_grad_(True)
+    out = module.transfer_losses(module.adapt(acoustic), la, plm, lt)
+    (out.align + out.transport).backward()
+    assert module.adapter.weight.grad.abs().sum() > 0
+    assert torch.isfinite(module.adapter.weight.grad).all()
+    assert torch.isfinite(acoustic.grad).all()
+    assert acoustic.grad[1, 8:].abs().sum() == 0  # padded frames get no gradient
+
+
+def test_fewer_frames_than_tokens_and_empty_transcript_are_finite():
+    module = make_module(gw_weight=0.02, temporal_weight=0.5)
+    # item 0: 3 frames for 9 tokens; item 1: empty transcript = [CLS] [SEP] only.
+    acoustic, plm, la, lt = pad([make_item(3, 9, 0), make_item(12, 2, 1)])
+    out = losses_for(module, acoustic, plm, la, lt)
+    assert torch.isfinite(out.align) and torch.isfinite(out.transport)
+    alone_empty = losses_for(module, acoustic[1:2], plm[1:2, :2], la[1:2], lt[1:2])
+    assert alone_empty.align == 0  # no content token, nothing to align
+
+
+def test_plm_dim_mismatch_names_the_key():
+    module = make_module()
+    a, _ = make_item(5, 3, 0)
+    with pytest.raises(ValueError, match="transfer_conf.plm_dim to 7"):
+        module.transfer_losses(module.adapt(a[None]), torch.tensor([5]),
+                               torch.randn(1, 3, 7, dtype=torch.float64), torch.tensor([3]))
+
+
+def test_bad_hyper_parameters_are_named():
+    with pytest.raises(ValueError, match="gw_weight must lie in"):
+        OTKnowledgeTransfer(4, plm_dim=4, gw_weight=1.0)
+    with pytest.raises(ValueError, match="temporal_weight must be"):
+        OTKnowledgeTransfer(4, plm_dim=4, temporal_weight=-1.0)
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        OTKnowledgeTransfer(4, plm_dim=4, gradient="implicit")
+
+
+def test_plan_stats_on_known_plans():
+    diagonal = torch.zeros(1, 4, 4)
+    diagonal[0, range(4), range(4)] = 0.25
+    reversed_plan = diagonal.flip(2)
+    uniform = torch.full((1, 4, 4), 1 / 16)
+    lengths = torch.tensor([4])
+    stats = OTKnowledgeTransfer._plan_stats
+    assert stats(diagonal, lengths, lengths)["ot_monotonicity"] == 1.0
+    assert stats(reversed_plan, lengths, lengths)["ot_monotonicity"] == 0.0
+    assert torch.isclose(stats(uniform, lengths, lengths)["ot_entropy"], torch.tensor(1.0))
+    assert torch.isclose(stats(diagonal, lengths, lengths)["ot_entropy"], torch.tensor(0.5))
