@@ -1,0 +1,542 @@
+"""Tests of the AISHELL-1 recipe ``egs2/aishell/asr_gmot`` (setup, run.sh, configs).
+
+No ESPnet checkout exists here, so a stand-in one is built in ``tmp_path``:
+``egs2/TEMPLATE/asr1/`` with an ``asr.sh`` that only records the arguments it
+receives (and sources the recipe's path.sh and cmd.sh, like the real one), and
+an ``egs2/aishell/asr1`` "experiment" with data/, dump/ and a token list.  No
+ESPnet or Kaldi code is copied.  The last test runs, for real, the Python
+commands asr.sh stages 10-12 build from those recorded options (collect-stats,
+training, decoding of ``model: gmot``) on the tiny corpus of ``tests/helpers``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pytest
+import soundfile
+import yaml
+
+from tests.helpers.tiny_asr import SENTENCES, make_tiny_bert, make_tiny_corpus
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "egs2" / "aishell" / "asr_gmot"
+# Created by local/setup.sh or by running the recipe; never part of the recipe.
+GENERATED = {"asr.sh", "db.sh", "pyscripts", "scripts", "utils", "steps", "data", "dump", "exp"}
+LAUNCH = f"{sys.executable} -m espnet_gmot.launch"
+
+STANDIN_ASR_SH = """#!/usr/bin/env bash
+# Stand-in for ESPnet's asr.sh: records its arguments one per line, then sources
+# the recipe's path.sh and cmd.sh as asr.sh does, and records what they set.
+set -euo pipefail
+printf '%s\\n' "$@" > asr_sh_args.txt
+. ./path.sh
+. ./cmd.sh
+printf 'MAIN_ROOT=%s\\ntrain_cmd=%s\\ncwd=%s\\n' "${MAIN_ROOT}" "${train_cmd}" "${PWD}" > asr_sh_env.txt
+"""
+
+
+# ----------------------------------------------------------------- helpers ----
+
+
+def shell_scripts() -> List[Path]:
+    return sorted(
+        p for p in RECIPE.rglob("*.sh")
+        if not p.is_symlink() and not (set(p.relative_to(RECIPE).parts) & GENERATED)
+    )
+
+
+def run(cmd: Sequence[str], cwd: Path, check: bool = True, **env_extra: str):
+    env = dict(os.environ)
+    env.pop("ESPNET_ROOT", None)
+    env.pop("python", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(env_extra)
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd} failed ({proc.returncode}):\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def recorded_args(recipe: Path) -> List[Tuple[str, str]]:
+    """The (option, value) pairs the stand-in asr.sh received, in order."""
+    lines = (recipe / "asr_sh_args.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(lines) % 2 == 0, lines
+    pairs = list(zip(lines[0::2], lines[1::2]))
+    for name, _ in pairs:
+        assert name.startswith("--") and "=" not in name, pairs
+    return pairs
+
+
+def final_options(recipe: Path) -> Dict[str, str]:
+    """asr.sh's view: Kaldi's parse_options.sh lets a later value win."""
+    return {name[2:]: value for name, value in recorded_args(recipe)}
+
+
+def listing(root: Path) -> List[Tuple[str, str]]:
+    """Every path under root (links not followed) with its kind / link target."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            kind = f"-> {os.readlink(path)}" if path.is_symlink() else (
+                "dir" if path.is_dir() else f"file {path.stat().st_size}")
+            out.append((str(path.relative_to(root)), kind))
+    return sorted(out)
+
+
+def write_kaldi_dir(directory: Path, entries: Dict[str, Tuple[str, str]], feats_type: str = "raw"):
+    """Minimal dump dir: utt -> (wav.scp value, transcript)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    utts = sorted(entries)
+    (directory / "wav.scp").write_text("".join(f"{u} {entries[u][0]}\n" for u in utts))
+    (directory / "text").write_text("".join(f"{u} {entries[u][1]}\n" for u in utts), encoding="utf-8")
+    (directory / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u in utts))
+    spk2utt: Dict[str, List[str]] = {}
+    for u in utts:
+        spk2utt.setdefault(u.split("-")[0], []).append(u)
+    (directory / "spk2utt").write_text("".join(f"{s} {' '.join(v)}\n" for s, v in spk2utt.items()))
+    (directory / "feats_type").write_text(feats_type + "\n")
+
+
+def make_espnet_root(root: Path) -> Path:
+    template = root / "egs2" / "TEMPLATE" / "asr1"
+    for sub in ("pyscripts/utils", "scripts/utils", "utils", "steps"):
+        (template / sub).mkdir(parents=True, exist_ok=True)
+    (template / "asr.sh").write_text(STANDIN_ASR_SH)
+    (template / "asr.sh").chmod(0o755)
+    (template / "db.sh").write_text("# stand-in db.sh\n")
+    (template / "path.sh").write_text("# stand-in path.sh (the recipe has its own)\n")
+    (template / "utils" / "parse_options.sh").write_text("# stand-in for Kaldi's parse_options.sh\n")
+    return root
+
+
+def make_asr1(asr1: Path, audio: str = "flac", sets: Dict[str, str] = None) -> Path:
+    """Stand-in egs2/aishell/asr1 after its stage 5: data/, dump/raw/, token list.
+
+    ``audio="flac"``: wav.scp lists flac files by paths relative to the recipe
+    dir (as asr.sh's stage 3 writes them); ``"flac.ark"``: ark offsets.
+    """
+    sets = sets or {"train_sp": "sp", "dev": "dv", "test": "ts"}
+    rng = np.random.default_rng(0)
+    token_list = asr1 / "data" / "zh_token_list" / "char" / "tokens.txt"
+    token_list.parent.mkdir(parents=True)
+    chars = sorted(set("".join(SENTENCES)))
+    token_list.write_text("\n".join(["<blank>", "<unk>", *chars, "<sos/eos>"]) + "\n", encoding="utf-8")
+    (asr1 / "data" / "train").mkdir(parents=True)
+    for k, (dset, prefix) in enumerate(sets.items()):
+        entries = {}
+        for j in range(2):
+            utt = f"{prefix}spk{j}-{dset}{j:03d}"
+            rel = f"dump/raw/org/{dset}/data/format.1"
+            if audio == "flac":
+                (asr1 / rel).mkdir(parents=True, exist_ok=True)
+                t = np.arange(int(0.4 * 16000)) / 16000
+                wave = 0.3 * np.sin(2 * np.pi * (150 + 40 * j) * t) + 0.01 * rng.standard_normal(t.size)
+                soundfile.write(asr1 / rel / f"{utt}.flac", wave, 16000, subtype="PCM_16")
+                value = f"{rel}/{utt}.flac"
+            else:
+                value = f"{rel}/data_wav.ark:{17 + 100 * j}"
+            entries[utt] = (value, SENTENCES[(3 * k + j) % len(SENTENCES)])
+        write_kaldi_dir(asr1 / "dump" / "raw" / dset, entries)
+    return asr1
+
+
+def copy_recipe(dst: Path) -> Path:
+    def ignore(directory, names):
+        return [n for n in names if n in GENERATED or n == "__pycache__"
+                or n.startswith("asr_sh_") or (Path(directory) / n).is_symlink()]
+
+    shutil.copytree(RECIPE, dst, symlinks=True, ignore=ignore)
+    return dst
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """(espnet_root, asr1_dir, recipe_dir) with the recipe copied into the tree."""
+    espnet = make_espnet_root(tmp_path / "espnet")
+    asr1 = make_asr1(espnet / "egs2" / "aishell" / "asr1")
+    recipe = copy_recipe(espnet / "egs2" / "aishell" / "asr_gmot")
+    return espnet, asr1, recipe
+
+
+def setup_and_run(recipe: Path, *run_args: str, setup_args: Sequence[str] = (), **env) -> Dict[str, str]:
+    run(["local/setup.sh", *setup_args], recipe, **env)
+    run(["./run.sh", *run_args], recipe, **env)
+    return final_options(recipe)
+
+
+# --------------------------------------------------------- 1. shell lint ----
+
+
+def test_every_script_parses_with_bash_n():
+    scripts = shell_scripts()
+    names = {str(p.relative_to(RECIPE)) for p in scripts}
+    assert {"run.sh", "path.sh", "cmd.sh", "local/setup.sh", "local/path.sh"} <= names
+    for script in scripts:
+        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{script}: {proc.stderr}"
+    for script in ("run.sh", "local/setup.sh"):
+        assert os.access(RECIPE / script, os.X_OK), f"{script} is not executable"
+
+
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None,
+    reason="shellcheck binary not installed (apt-get install -y shellcheck)",
+)
+def test_shellcheck_clean():
+    scripts = [str(p) for p in shell_scripts()]
+    proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True, cwd=RECIPE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------ configs ----
+
+
+def load_conf(name: str) -> dict:
+    with open(RECIPE / "conf" / name, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def test_configs_match_the_papers_setup():
+    base = load_conf("train_asr_conformer_ctc_baseline.yaml")
+    enc = base["encoder_conf"]
+    assert base["encoder"] == "conformer"
+    assert (enc["num_blocks"], enc["output_size"], enc["attention_heads"], enc["linear_units"],
+            enc["cnn_module_kernel"], enc["input_layer"]) == (16, 256, 4, 2048, 15, "conv2d")
+    assert enc["macaron_style"] and enc["use_cnn_module"]
+    assert (enc["pos_enc_layer_type"], enc["activation_type"]) == ("rel_pos", "swish")
+    assert base["model"] == "espnet" and "decoder" not in base
+    assert base["model_conf"] == {"ctc_weight": 1.0, "lsm_weight": 0.0, "length_normalized_loss": False}
+    assert (base["optim"], base["optim_conf"]["lr"]) == ("adam", 0.001)
+    assert (base["scheduler"], base["scheduler_conf"]["warmup_steps"]) == ("warmuplr", 20000)
+    assert (base["max_epoch"], base["keep_nbest_models"]) == (130, 10)
+    assert base["best_model_criterion"][0] == ["valid", "cer_ctc", "min"]
+    assert base["specaug"] == "specaug"
+
+    expected = {"otbert": (0.0, 0.0), "totcakt": (0.0, 0.5), "gmot": (0.02, 0.5)}
+    for method, (gw, rho) in expected.items():
+        conf = load_conf(f"train_asr_{method}.yaml")
+        mc = conf.pop("model_conf")
+        assert conf.pop("model") == "gmot"
+        assert {k: v for k, v in base.items() if k not in ("model", "model_conf")} == conf
+        assert (mc["ctc_weight"], mc["transfer_weight"], mc["lsm_weight"]) == (0.3, 1.0, 0.0)
+        assert mc["plm_conf"] == {"name_or_path": "bert-base-chinese"}
+        tc = mc["transfer_conf"]
+        assert (tc["gw_weight"], tc["temporal_weight"]) == (gw, rho), method
+        assert (tc["plm_dim"], tc["epsilon"], tc["fusion_scale"]) == (768, 0.1, 1.0)
+        assert (tc["outer_iter"], tc["inner_iter"], tc["tol"], tc["gradient"]) == (10, 200, 1e-6, "envelope")
+
+    dec = load_conf("decode_asr_ctc_greedy.yaml")
+    assert (dec["beam_size"], dec["ctc_weight"], dec["lm_weight"], dec["penalty"]) == (1, 1.0, 0.0, 0.0)
+
+
+# ----------------------------------------------- 2. setup + run routing ----
+
+
+def test_setup_links_and_run_routes_through_launch(standin):
+    espnet, asr1, recipe = standin
+    opts = setup_and_run(recipe, "--stage", "10")
+
+    template = espnet.resolve() / "egs2" / "TEMPLATE" / "asr1"
+    for name in ("asr.sh", "db.sh", "pyscripts", "scripts", "utils", "steps"):
+        assert (recipe / name).is_symlink() and (recipe / name).resolve() == template / name
+    assert (recipe / "data").resolve() == asr1.resolve() / "data"
+    assert (recipe / "dump").is_dir() and not (recipe / "dump").is_symlink()
+    assert (recipe / "dump" / "raw").resolve() == asr1.resolve() / "dump" / "raw"
+    assert (recipe / "data/zh_token_list/char/tokens.txt").is_file()
+    # path.sh and cmd.sh stay the recipe's own files
+    assert not (recipe / "path.sh").is_symlink() and not (recipe / "cmd.sh").is_symlink()
+
+    assert opts["python"] == "python3 -m espnet_gmot.launch"  # the default interpreter
+    assert opts["stage"] == "10" and opts["stop_stage"] == "13"
+    assert opts["asr_config"] == "conf/train_asr_gmot.yaml"
+    assert opts["asr_tag"] == "train_asr_gmot_raw_zh_char_sp"
+    assert opts["inference_config"] == "conf/decode_asr_ctc_greedy.yaml"
+    assert opts["inference_asr_model"] == "valid.cer_ctc.ave.pth"
+    assert (opts["lang"], opts["token_type"], opts["feats_type"]) == ("zh", "char", "raw")
+    assert opts["use_lm"] == "false"
+    assert (opts["train_set"], opts["valid_set"], opts["test_sets"]) == ("train", "dev", "dev test")
+    assert opts["speed_perturb_factors"] == "0.9 1.0 1.1"  # asr.sh then uses train_sp
+    assert opts["audio_format"] == "flac"  # detected from asr1's dump
+    assert "asr_args" not in opts and "skip_data_prep" not in opts
+
+    env = dict(line.split("=", 1) for line in (recipe / "asr_sh_env.txt").read_text().splitlines())
+    assert Path(env["MAIN_ROOT"]).resolve() == espnet.resolve()
+    assert env["train_cmd"] == "run.pl"
+
+
+@pytest.mark.parametrize("how", ["env", "option"])
+def test_recipe_outside_the_espnet_tree(tmp_path, how):
+    espnet = make_espnet_root(tmp_path / "espnet")
+    asr1 = make_asr1(tmp_path / "experiments" / "aishell_asr1")
+    recipe = copy_recipe(tmp_path / "elsewhere" / "asr_gmot")
+    if how == "env":
+        setup_args, env = ["--asr1_dir", str(asr1)], {"ESPNET_ROOT": str(espnet)}
+    else:
+        setup_args, env = ["--espnet_root", str(espnet), "--asr1_dir", str(asr1)], {}
+    opts = setup_and_run(recipe, "--stage", "10", "--python", sys.executable,
+                         setup_args=setup_args, **env)
+    assert opts["python"] == LAUNCH
+    assert (recipe / "asr.sh").resolve() == espnet.resolve() / "egs2/TEMPLATE/asr1/asr.sh"
+    assert (recipe / "dump" / "raw").resolve() == asr1.resolve() / "dump" / "raw"
+    env_file = dict(line.split("=", 1) for line in (recipe / "asr_sh_env.txt").read_text().splitlines())
+    assert Path(env_file["MAIN_ROOT"]).resolve() == espnet.resolve()
+
+
+def test_methods_options_and_passthrough(standin):
+    _, _, recipe = standin
+    run(["local/setup.sh"], recipe)
+    configs = {
+        "baseline": "conf/train_asr_conformer_ctc_baseline.yaml",
+        "otbert": "conf/train_asr_otbert.yaml",
+        "totcakt": "conf/train_asr_totcakt.yaml",
+        "gmot": "conf/train_asr_gmot.yaml",
+    }
+    for method, config in configs.items():
+        run(["./run.sh", "--method", method, "--python", sys.executable], recipe)
+        opts = final_options(recipe)
+        assert opts["asr_config"] == config
+        assert opts["asr_tag"] == f"{Path(config).stem}_raw_zh_char_sp"
+        assert opts["python"] == LAUNCH  # the baseline takes the same route
+
+    # Unknown options go to asr.sh after run.sh's own; dashed names and
+    # --name=value work; --asr_args merges with run.sh's additions.
+    run(["./run.sh", "--stage", "11", "--stop-stage", "12", "--python", sys.executable,
+         "--ngpu", "0", "--inference_nj=2", "--inference_args", "--beam_size 1",
+         "--asr_args", "--max_epoch 1", "--asr-tag", "mytag", "--frontend", "fbank_pitch",
+         "--test_sets", "test"], recipe)
+    pairs = recorded_args(recipe)
+    names = [n for n, _ in pairs]
+    assert pairs[-3:] == [("--ngpu", "0"), ("--inference_nj", "2"), ("--inference_args", "--beam_size 1")]
+    assert names.index("--python") < names.index("--ngpu")
+    opts = final_options(recipe)
+    assert (opts["stage"], opts["stop_stage"], opts["asr_tag"], opts["test_sets"]) == ("11", "12", "mytag", "test")
+    assert opts["asr_args"] == "--frontend fbank_pitch --max_epoch 1"
+    assert opts["asr_stats_dir"] == "exp/asr_stats_raw_fbank_pitch_zh_char_sp"
+    assert opts["feats_type"] == "raw"
+
+
+def test_fbank_pitch_dump_built_from_asr1_raw_dump(standin):
+    _, asr1, recipe = standin
+    before = listing(asr1)
+    opts = setup_and_run(recipe, "--feats_type", "fbank_pitch", "--python", sys.executable,
+                         "--fbank_nj", "1")
+    assert opts["feats_type"] == "fbank_pitch" and "audio_format" not in opts
+    assert opts["asr_tag"] == "train_asr_gmot_fbank_pitch_zh_char_sp"
+    fbank = recipe / "dump" / "fbank_pitch"
+    assert fbank.is_dir() and not fbank.is_symlink()  # written here, not into asr1
+    for dset in ("train_sp", "dev", "test"):
+        assert (fbank / dset / "feats_type").read_text().strip() == "fbank_pitch"
+        assert (fbank / dset / "feats_dim").read_text().strip() == "83"
+        assert len((fbank / dset / "feats.scp").read_text().splitlines()) == 2
+        assert (fbank / dset / "text").read_text(encoding="utf-8") == \
+            (asr1 / "dump" / "raw" / dset / "text").read_text(encoding="utf-8")
+    assert listing(asr1) == before
+
+
+def test_ark_raw_dump_detected_and_fbank_dump_refused(tmp_path):
+    espnet = make_espnet_root(tmp_path / "espnet")
+    make_asr1(espnet / "egs2" / "aishell" / "asr1", audio="flac.ark")
+    recipe = copy_recipe(espnet / "egs2" / "aishell" / "asr_gmot")
+    opts = setup_and_run(recipe, "--python", sys.executable)
+    assert opts["audio_format"] == "flac.ark"  # asr.sh then reads the dump as kaldi_ark
+    proc = run(["./run.sh", "--feats_type", "fbank_pitch", "--python", sys.executable], recipe, check=False)
+    assert proc.returncode != 0
+    assert "--frontend fbank_pitch" in proc.stderr and "flac.ark" in proc.stderr
+    assert not (recipe / "dump" / "fbank_pitch").exists()
+
+
+def test_run_refuses_bad_options(standin):
+    _, _, recipe = standin
+    proc = run(["./run.sh"], recipe, check=False)
+    assert proc.returncode != 0 and "local/setup.sh" in proc.stderr
+    run(["local/setup.sh"], recipe)
+    for args, message in [
+        (["--stage", "5"], "belongs to egs2/aishell/asr1"),
+        (["--skip_data_prep", "true"], "--skip_data_prep is not supported"),
+        (["--method", "foo"], "choose baseline, otbert, totcakt or gmot"),
+        (["--feats_type", "fbank"], "choose raw or fbank_pitch"),
+        (["--feats_type", "fbank_pitch", "--frontend", "fbank_pitch"], "needs --feats_type raw"),
+        (["--speed_perturb_factors", ""], "dump/raw/train/feats_type not found"),
+        (["--python", "false"], "cannot import espnet2 and espnet_gmot"),
+    ]:
+        (recipe / "asr_sh_args.txt").unlink(missing_ok=True)
+        proc = run(["./run.sh", *args], recipe, check=False)
+        assert proc.returncode != 0, args
+        assert message in proc.stderr, (args, proc.stderr)
+        assert not (recipe / "asr_sh_args.txt").exists(), args
+
+
+# ---------------------------------------------------- 3. setup failures ----
+
+
+def _setup_fails(recipe: Path, message: str, *args: str, **env: str) -> None:
+    before = listing(recipe)
+    proc = run(["local/setup.sh", *args], recipe, check=False, **env)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert "Nothing was changed" in proc.stderr
+    assert listing(recipe) == before
+
+
+def test_setup_fails_cleanly(tmp_path):
+    espnet = make_espnet_root(tmp_path / "espnet")
+    asr1 = make_asr1(tmp_path / "asr1")
+    recipe = copy_recipe(tmp_path / "elsewhere" / "asr_gmot")
+    good = ["--asr1_dir", str(asr1)]
+
+    _setup_fails(recipe, "ESPnet checkout unknown", *good)
+    _setup_fails(recipe, "is not a directory", *good, ESPNET_ROOT=str(tmp_path / "nowhere"))
+    _setup_fails(recipe, "is not an ESPnet checkout", *good, ESPNET_ROOT=str(tmp_path))
+    _setup_fails(recipe, "not found", "--espnet_root", str(espnet), "--asr1_dir", str(tmp_path / "none"))
+
+    no_dump = make_asr1(tmp_path / "asr1_no_dump")
+    shutil.rmtree(no_dump / "dump")
+    _setup_fails(recipe, "has no usable dump", "--espnet_root", str(espnet), "--asr1_dir", str(no_dump))
+    partial = make_asr1(tmp_path / "asr1_partial")
+    (partial / "dump" / "raw" / "test" / "feats_type").unlink()
+    _setup_fails(recipe, "dump/raw/test/feats_type", "--espnet_root", str(espnet), "--asr1_dir", str(partial))
+    no_tokens = make_asr1(tmp_path / "asr1_no_tokens")
+    shutil.rmtree(no_tokens / "data" / "zh_token_list")
+    _setup_fails(recipe, "no character token list", "--espnet_root", str(espnet), "--asr1_dir", str(no_tokens))
+
+    (recipe / "data").mkdir()
+    _setup_fails(recipe, "is not a symbolic link", "--espnet_root", str(espnet), *good)
+    (recipe / "data").rmdir()
+
+    (espnet / "egs2/TEMPLATE/asr1/utils/parse_options.sh").unlink()
+    _setup_fails(recipe, "Kaldi", "--espnet_root", str(espnet), *good)
+
+
+# ------------------------------------------ 4. routed commands, for real ----
+
+
+def _launch_importable() -> Optional[str]:
+    proc = subprocess.run([sys.executable, "-c", "import espnet_gmot.launch"],
+                          capture_output=True, text=True)
+    return None if proc.returncode == 0 else proc.stderr.strip().splitlines()[-1]
+
+
+_LAUNCH_ERROR = _launch_importable()
+
+
+@pytest.mark.skipif(_LAUNCH_ERROR is not None,
+                    reason=f"espnet_gmot.launch cannot be imported: {_LAUNCH_ERROR}")
+def test_routed_gmot_commands_run_for_real(tmp_path):
+    """run.sh's options (with --plm_cache) turned into asr.sh's stage 10-12 commands."""
+    corpus = make_tiny_corpus(tmp_path / "corpus")
+    bert = make_tiny_bert(tmp_path / "tiny_bert", hidden_size=32)
+    espnet = make_espnet_root(tmp_path / "espnet")
+    asr1 = espnet / "egs2" / "aishell" / "asr1"
+    for dset, src in (("train_sp", "train"), ("dev", "valid"), ("test", "valid")):
+        shutil.copytree(corpus[src], asr1 / "dump" / "raw" / dset)
+        (asr1 / "dump" / "raw" / dset / "feats_type").write_text("raw\n")
+    (asr1 / "data" / "zh_token_list" / "char").mkdir(parents=True)
+    shutil.copy(corpus["token_list"], asr1 / "data" / "zh_token_list" / "char" / "tokens.txt")
+    recipe = copy_recipe(espnet / "egs2" / "aishell" / "asr_gmot")
+
+    # A tiny GM-OT config derived from the recipe's: same model_conf keys.
+    config = load_conf("train_asr_gmot.yaml")
+    config["encoder_conf"].update(output_size=32, attention_heads=2, linear_units=64,
+                                  num_blocks=2, cnn_module_kernel=3)
+    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
+    config["model_conf"]["transfer_conf"]["plm_dim"] = 32
+    config["model_conf"]["transfer_conf"].update(outer_iter=3, inner_iter=50)
+    config.update(frontend_conf={"n_fft": 512, "hop_length": 128}, max_epoch=1,
+                  batch_type="folded", batch_size=4, accum_grad=1, keep_nbest_models=1,
+                  num_workers=0, use_tensorboard=False, num_att_plot=0)
+    (recipe / "conf" / "train_asr_gmot_tiny.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+
+    opts = setup_and_run(recipe, "--asr_config", "conf/train_asr_gmot_tiny.yaml",
+                         "--plm_cache", "true", "--python", sys.executable, "--ngpu", "0")
+    cache = "dump/plm_states/tiny_bert"
+    assert opts["asr_args"] == (
+        f"--train_data_path_and_name_and_type {cache}/train_sp/plm_states.scp,plm_states,kaldi_ark "
+        f"--valid_data_path_and_name_and_type {cache}/dev/plm_states.scp,plm_states,kaldi_ark "
+        "--allow_variable_data_keys true"
+    )
+    for dset in ("train_sp", "dev"):
+        keys = sorted(line.split()[0] for line in (recipe / cache / dset / "plm_states.scp").read_text().splitlines())
+        text_keys = sorted(line.split()[0] for line in (recipe / "dump/raw" / dset / "text").read_text(encoding="utf-8").splitlines())
+        assert keys == text_keys
+
+    # The commands asr.sh builds from these options (egs2/TEMPLATE/asr1/asr.sh,
+    # stages 10-12), with ${python} = opts["python"]; jobs run directly instead
+    # of through run.pl / espnet2.bin.launch, which need Kaldi's utils.
+    python = opts["python"].split()
+    assert python == [sys.executable, "-m", "espnet_gmot.launch"]
+    train_dir, valid_dir = "dump/raw/train_sp", f"dump/raw/{opts['valid_set']}"
+    token_list = "data/zh_token_list/char/tokens.txt"
+    stats = "exp/asr_stats_raw_zh_char_sp"
+    exp = f"exp/asr_{opts['asr_tag']}"
+    sound = "sound" if "ark" not in opts["audio_format"] else "kaldi_ark"
+    common = ["--use_preprocessor", "true", "--bpemodel", "none", "--token_type", opts["token_type"],
+              "--token_list", token_list, "--non_linguistic_symbols", "none", "--cleaner", "none",
+              "--g2p", "none"]
+    data = ["--train_data_path_and_name_and_type", f"{train_dir}/wav.scp,speech,{sound}",
+            "--valid_data_path_and_name_and_type", f"{valid_dir}/wav.scp,speech,{sound}"]
+    text = ["--train_data_path_and_name_and_type", f"{train_dir}/text,text,text",
+            "--valid_data_path_and_name_and_type", f"{valid_dir}/text,text,text"]
+    asr_args = opts["asr_args"].split()
+
+    # stage 10: collect stats (one job) and aggregation
+    run([*python, "-m", "espnet2.bin.asr_train", "--collect_stats", "true", *common,
+         "--train_shape_file", f"{train_dir}/wav.scp", "--valid_shape_file", f"{valid_dir}/wav.scp",
+         "--output_dir", f"{stats}/logdir/stats.1", "--config", opts["asr_config"],
+         "--frontend_conf", "fs=16k", *data, *text, *asr_args], recipe)
+    run([*python, "-m", "espnet2.bin.aggregate_stats_dirs", "--input_dir", f"{stats}/logdir/stats.1",
+         "--output_dir", stats], recipe)
+    n_tokens = len((recipe / token_list).read_text(encoding="utf-8").splitlines())
+    for split in ("train", "valid"):
+        shape = (recipe / stats / split / "text_shape").read_text().splitlines()
+        (recipe / stats / split / "text_shape.char").write_text("".join(f"{s},{n_tokens}\n" for s in shape))
+    assert (recipe / stats / "train" / "feats_stats.npz").is_file()
+
+    # stage 11: training (espnet2.bin.launch adds --ngpu)
+    run([*python, "-m", "espnet2.bin.asr_train", *common,
+         "--valid_data_path_and_name_and_type", f"{valid_dir}/wav.scp,speech,{sound}",
+         "--valid_shape_file", f"{stats}/valid/speech_shape", "--resume", "true",
+         "--ignore_init_mismatch", "false", "--fold_length", "51200", "--output_dir", exp,
+         "--config", opts["asr_config"], "--frontend_conf", "fs=16k",
+         "--normalize=global_mvn", "--normalize_conf", f"stats_file={stats}/train/feats_stats.npz",
+         "--train_data_path_and_name_and_type", f"{train_dir}/wav.scp,speech,{sound}",
+         "--train_shape_file", f"{stats}/train/speech_shape", "--fold_length", "150",
+         "--train_data_path_and_name_and_type", f"{train_dir}/text,text,text",
+         "--train_shape_file", f"{stats}/train/text_shape.char",
+         "--valid_data_path_and_name_and_type", f"{valid_dir}/text,text,text",
+         "--valid_shape_file", f"{stats}/valid/text_shape.char", *asr_args, "--ngpu", "0"], recipe)
+    with open(recipe / exp / "config.yaml", encoding="utf-8") as f:
+        trained = yaml.safe_load(f)
+    assert trained["model"] == "gmot" and trained["allow_variable_data_keys"] is True
+    assert [f"{cache}/train_sp/plm_states.scp", "plm_states", "kaldi_ark"] in \
+        trained["train_data_path_and_name_and_type"]
+    import torch
+
+    reported = torch.load(recipe / exp / "checkpoint.pth", map_location="cpu",
+                          weights_only=False)["reporter"]["stats"][1]
+    assert {"loss_ctc", "loss_align", "loss_fgw"} <= set(reported["train"])
+    assert "cer_ctc" in reported["valid"]  # what best_model_criterion ranks by
+    # the criterion of the recipe's config gives the model run.sh decodes with
+    assert (recipe / exp / opts["inference_asr_model"]).exists()
+
+    # stage 12: decoding with the recipe's CTC greedy config
+    out = recipe / exp / "decode_test" / "output.1"
+    run([*python, "-m", "espnet2.bin.asr_inference", "--batch_size", "1", "--ngpu", "0",
+         "--data_path_and_name_and_type", f"{valid_dir}/wav.scp,speech,{sound}",
+         "--key_file", f"{valid_dir}/wav.scp", "--asr_train_config", f"{exp}/config.yaml",
+         "--asr_model_file", f"{exp}/{opts['inference_asr_model']}", "--output_dir", out,
+         "--config", opts["inference_config"]], recipe)
+    hyps = (out / "1best_recog" / "text").read_text(encoding="utf-8").splitlines()
+    refs = (recipe / valid_dir / "text").read_text(encoding="utf-8").splitlines()
+    assert sorted(h.split()[0] for h in hyps) == sorted(r.split()[0] for r in refs)
