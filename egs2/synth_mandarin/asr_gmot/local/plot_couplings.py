@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Heat maps of the learned couplings for a few test utterances, like the papers' figures.
+
+For every transfer system (``model: gmot``) it loads the trained model the way
+ESPnet's decoder does, runs the encoder, the adapter and the OT branch with the
+teacher's states of the reference transcript, and draws the coupling: frames
+(time) across, tokens ``[CLS] ... [SEP]`` down. One PNG per utterance puts the
+methods side by side: ``exp/couplings/<utt>.png``.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+import kaldiio
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+
+CJK_FONTS = ("WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Droid Sans Fallback")
+TITLES = {"otbert": "OT-BERT", "totcakt": "TOT-CAKT", "gmot": "GM-OT"}
+
+
+def cjk_font():
+    available = {f.name for f in font_manager.fontManager.ttflist}
+    for name in CJK_FONTS:
+        if name in available:
+            return name
+    logging.warning("no CJK font found (apt-get install fonts-wqy-zenhei): "
+                    "tokens are labelled by position")
+    return None
+
+
+def load_model(exp_dir: Path):
+    from espnet2.asr.espnet_model import ESPnetASRModel
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_gmot.espnet.registry import register
+
+    register()
+    model, _ = ASRTask.build_model_from_file(
+        exp_dir / "config.yaml", exp_dir / "valid.cer_ctc.ave.pth", device="cpu"
+    )
+    return model.eval(), ESPnetASRModel.encode
+
+
+@torch.no_grad()
+def coupling(model, base_encode, feats: np.ndarray, transcript: str):
+    speech = torch.from_numpy(feats)[None]
+    lengths = torch.tensor([feats.shape[0]])
+    acoustic, acoustic_lengths = base_encode(model, speech, lengths)
+    adapted = model.transfer.adapt(acoustic)
+    states, plm_lengths, _ = model.teacher.encode([transcript], torch.device("cpu"))
+    out = model.transfer.transfer_losses(adapted, acoustic_lengths, states, plm_lengths)
+    tokens = model.teacher.tokenizer.convert_ids_to_tokens(
+        model.teacher.tokenizer(transcript)["input_ids"]
+    )
+    return out.plan[0].numpy(), tokens, {k: float(v) for k, v in out.stats.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--exp", type=Path, default=Path("exp"))
+    parser.add_argument("--systems", default="baseline otbert totcakt gmot")
+    parser.add_argument("--feats", type=Path, required=True, help="dump dir with feats.scp")
+    parser.add_argument("--data", type=Path, required=True, help="data dir with text")
+    parser.add_argument("--num_utts", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    systems = []
+    for system in args.systems.split():
+        config = yaml.safe_load((args.exp / f"asr_{system}" / "config.yaml").read_text())
+        if config.get("model") == "gmot":
+            systems.append(system)
+    if not systems:
+        logging.info("no transfer system among %s: nothing to plot", args.systems)
+        return
+    texts = dict(
+        line.rstrip("\n").split(" ", 1)
+        for line in (args.data / "text").read_text(encoding="utf-8").splitlines()
+    )
+    feats = kaldiio.load_scp(str(args.feats / "feats.scp"))
+    utts = sorted(texts)[: args.num_utts]
+    models = {s: load_model(args.exp / f"asr_{s}") for s in systems}
+    font = cjk_font()
+    out_dir = args.exp / "couplings"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for utt in utts:
+        fig, axes = plt.subplots(1, len(systems), figsize=(4.2 * len(systems), 3.6),
+                                 squeeze=False)
+        for ax, system in zip(axes[0], systems):
+            plan, tokens, stats = coupling(*models[system], feats[utt], texts[utt])
+            # Each token's row scaled to its own maximum, so narrow and wide rows both show.
+            image = plan.T / plan.T.max(axis=1, keepdims=True)
+            ax.imshow(image, aspect="auto", origin="upper", cmap="viridis", interpolation="nearest")
+            ax.set_yticks(range(len(tokens)))
+            if font is not None:
+                ax.set_yticklabels(tokens, fontname=font, fontsize=7)
+            ax.set_xlabel("acoustic frame (40 ms)")
+            ax.set_title(f"{TITLES.get(system, system)}: monotonicity "
+                         f"{stats['ot_monotonicity']:.2f}", fontsize=9)
+        fig.suptitle(f"{utt}  {texts[utt]}", fontname=font, fontsize=10)
+        fig.tight_layout()
+        path = out_dir / f"{utt}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        logging.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    main()

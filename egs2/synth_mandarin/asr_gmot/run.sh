@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# The whole espnet-gmot pipeline on a Mandarin corpus generated here, on CPU:
+#
+#   1 corpus    espeak-ng speaks HSK sentences in the AISHELL-1 layout
+#   2 teacher   a small character BERT pretrained (masked LM) on People's Daily
+#   3 data      Kaldi data dirs and ESPnet's char token list
+#   4 features  Kaldi-compatible 80 fbank + 3 pitch (espnet_gmot.bin.dump_fbank_pitch)
+#   5 stats     ESPnet collect-stats (shapes, global mean/variance)
+#   6 train     stock Conformer-CTC baseline, OT-BERT, TOT-CAKT, GM-OT
+#   7 decode    CTC greedy decoding of dev and test (ESPnet Speech2Text)
+#   8 score     CER with sclite (Debian sctk)
+#   9 report    RESULTS.md and coupling heat maps (PNG)
+#
+# Every Python step of ESPnet runs through `python3 -m espnet_gmot.launch`.
+# Stages reuse finished outputs; --stage/--stop_stage pick a range.
+set -euo pipefail
+
+stage=1
+stop_stage=9
+nj=2                                   # parallel jobs (synthesis, features, decoding)
+python=python3
+systems="baseline otbert totcakt gmot" # conf/train_asr_<system>.yaml
+corpus_opts=""                         # extra options of local/make_corpus.py (e.g. --tiny)
+corpus_size="--train_utts_per_speaker 80 --speed_range 160 200"  # sized for the 30-minute budget
+plm_minutes=3                          # teacher pretraining budget
+plm_opts=""                            # extra options of local/train_teacher_plm.py
+max_epoch=""                           # overrides the configs' max_epoch when set
+test_sets="dev test"
+plot_utts=3                            # coupling heat maps per method
+
+usage() {
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    echo "Options (default):"
+    for name in ${option_names}; do printf '  --%s (%s)\n' "${name}" "${!name}"; done
+}
+option_names="stage stop_stage nj python systems corpus_opts corpus_size plm_minutes plm_opts max_epoch test_sets plot_utts"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --*=*) name=${1%%=*}; value=${1#*=}; shift ;;
+        --*) name=$1; [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
+             value=$2; shift 2 ;;
+        *) echo "run.sh: unexpected argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    name=${name#--}
+    name=${name//-/_}
+    case " ${option_names} " in
+        *" ${name} "*) printf -v "${name}" '%s' "${value}" ;;
+        *) echo "run.sh: unknown option --${name} (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+cd "$(dirname "$0")"
+launch="${python} -m espnet_gmot.launch -m"
+corpus=downloads
+token_list=data/zh_token_list/char/tokens.txt
+feats=dump/fbank_pitch
+stats=exp/asr_stats
+mkdir -p exp
+
+log() { echo "$(date '+%H:%M:%S') $*"; }
+
+# run_stage N NAME FUNCTION: runs FUNCTION when N is in range, records its time.
+run_stage() {
+    local number=$1 name=$2 function=$3 start
+    if [ "${number}" -lt "${stage}" ] || [ "${number}" -gt "${stop_stage}" ]; then
+        return 0
+    fi
+    log "stage ${number}: ${name}"
+    start=$(date +%s)
+    "${function}"
+    printf '%s\t%s\t%s\n' "${number}" "${name}" "$(( $(date +%s) - start ))" >> exp/stage_times.tsv
+    log "stage ${number}: ${name} done in $(( $(date +%s) - start )) s"
+}
+
+make_corpus() {
+    # shellcheck disable=SC2086
+    ${python} local/make_corpus.py --out_dir "${corpus}" --nj "${nj}" ${corpus_size} ${corpus_opts}
+}
+
+train_teacher() {
+    # shellcheck disable=SC2086
+    ${python} local/train_teacher_plm.py --out_dir exp/teacher_plm \
+        --corpus_manifest "${corpus}/data_aishell/manifest.tsv" \
+        --max_minutes "${plm_minutes}" ${plm_opts}
+}
+
+prepare_data() {
+    ${python} local/prepare_data.py --corpus_dir "${corpus}" --data_dir data --token_list "${token_list}"
+}
+
+dump_features() {
+    local set
+    for set in train ${test_sets}; do
+        if [ -f "${feats}/${set}/feats.scp" ]; then
+            log "  ${feats}/${set} exists, kept"
+            continue
+        fi
+        ${python} -m espnet_gmot.bin.dump_fbank_pitch --nj "${nj}" "data/${set}" "${feats}/${set}"
+    done
+}
+
+data_args() {  # data_args train|valid SET
+    echo "--$1_data_path_and_name_and_type ${feats}/$2/feats.scp,speech,kaldi_ark" \
+         "--$1_data_path_and_name_and_type data/$2/text,text,text"
+}
+
+collect_stats() {
+    if [ -f "${stats}/train/feats_stats.npz" ]; then
+        log "  ${stats} exists, kept"
+        return 0
+    fi
+    # shellcheck disable=SC2046
+    ${launch} espnet2.bin.asr_train --collect_stats true --use_preprocessor true \
+        --token_type char --token_list "${token_list}" \
+        --config conf/train_asr_baseline.yaml --input_size "$(<"${feats}/train/feats_dim")" \
+        --train_shape_file "${feats}/train/feats.scp" --valid_shape_file "${feats}/dev/feats.scp" \
+        $(data_args train train) $(data_args valid dev) \
+        --output_dir "${stats}" > exp/collect_stats.log 2>&1 \
+        || { tail -n 20 exp/collect_stats.log; exit 1; }
+}
+
+train_systems() {
+    local system dir start extra=()
+    [ -n "${max_epoch}" ] && extra=(--max_epoch "${max_epoch}")
+    for system in ${systems}; do
+        dir=exp/asr_${system}
+        if [ -f "${dir}/.done" ]; then
+            log "  ${dir} trained, kept"
+            continue
+        fi
+        log "  training ${system} (log: ${dir}/train.log)"
+        mkdir -p "${dir}"
+        start=$(date +%s)
+        # shellcheck disable=SC2046
+        ${launch} espnet2.bin.asr_train --use_preprocessor true --token_type char \
+            --token_list "${token_list}" --config "conf/train_asr_${system}.yaml" \
+            --input_size "$(<"${feats}/train/feats_dim")" \
+            --normalize global_mvn --normalize_conf "stats_file=${stats}/train/feats_stats.npz" \
+            --train_shape_file "${stats}/train/speech_shape" \
+            --valid_shape_file "${stats}/valid/speech_shape" --fold_length 800 \
+            $(data_args train train) $(data_args valid dev) \
+            --resume true --ngpu 0 --output_dir "${dir}" "${extra[@]}" > "${dir}/train.log" 2>&1 \
+            || { tail -n 30 "${dir}/train.log"; exit 1; }
+        echo $(( $(date +%s) - start )) > "${dir}/train_seconds"
+        grep "epoch results" "${dir}/train.log" | tail -n 1 | sed 's/.*\[valid\]/  last epoch [valid]/' || true
+        touch "${dir}/.done"
+    done
+}
+
+decode_systems() {
+    local system set dir out job
+    for system in ${systems}; do
+        for set in ${test_sets}; do
+            dir=exp/asr_${system}
+            out=${dir}/decode_${set}
+            if [ -f "${out}/text" ]; then
+                log "  ${out} exists, kept"
+                continue
+            fi
+            log "  decoding ${set} with ${system}"
+            rm -rf "${out}.tmp"
+            mkdir -p "${out}.tmp"
+            split_keys "${feats}/${set}/feats.scp" "${out}.tmp"
+            for job in $(seq "${nj}"); do
+                ${launch} espnet2.bin.asr_inference --ngpu 0 --batch_size 1 \
+                    --data_path_and_name_and_type "${feats}/${set}/feats.scp,speech,kaldi_ark" \
+                    --key_file "${out}.tmp/keys.${job}" \
+                    --asr_train_config "${dir}/config.yaml" \
+                    --asr_model_file "${dir}/valid.cer_ctc.ave.pth" \
+                    --config conf/decode_asr_ctc_greedy.yaml \
+                    --output_dir "${out}.tmp/output.${job}" > "${out}.tmp/decode.${job}.log" 2>&1 &
+            done
+            wait_all "${out}.tmp/decode.*.log"
+            cat "${out}.tmp"/output.*/1best_recog/text | sort > "${out}.tmp/text"
+            rm -rf "${out}"
+            mv "${out}.tmp" "${out}"
+        done
+    done
+}
+
+split_keys() {  # split_keys SCP DIR: DIR/keys.1 .. keys.$nj, round robin
+    awk -v nj="${nj}" -v dir="$2" '{ print $1 > (dir "/keys." ((NR - 1) % nj + 1)) }' "$1"
+}
+
+wait_all() {  # waits for every background job; fails if one did
+    local failed=0 job
+    for job in $(jobs -p); do
+        wait "${job}" || failed=1
+    done
+    if [ "${failed}" -ne 0 ]; then
+        # shellcheck disable=SC2086
+        tail -n 20 $1
+        exit 1
+    fi
+}
+
+sclite_bin() {
+    if command -v sclite > /dev/null; then
+        command -v sclite
+    elif [ -x /usr/lib/sctk/bin/sclite ]; then
+        echo /usr/lib/sctk/bin/sclite
+    else
+        echo "run.sh: sclite not found: install Debian's sctk (apt-get install sctk)" >&2
+        exit 1
+    fi
+}
+
+score_systems() {
+    local system set out sclite
+    sclite=$(sclite_bin)
+    for system in ${systems}; do
+        for set in ${test_sets}; do
+            out=exp/asr_${system}/decode_${set}
+            mkdir -p "${out}/score_cer"
+            to_trn < "data/${set}/text" > "${out}/score_cer/ref.trn"
+            to_trn < "${out}/text" > "${out}/score_cer/hyp.trn"
+            "${sclite}" -r "${out}/score_cer/ref.trn" trn -h "${out}/score_cer/hyp.trn" trn \
+                -i rm -o all stdout > "${out}/score_cer/result.txt"
+            log "  ${system} ${set}: $(grep -e Avg -e SPKR -m 2 "${out}/score_cer/result.txt" | tail -n 1 | tr -s ' ')"
+        done
+    done
+}
+
+to_trn() {  # "utt 他是老师" -> "他 是 老 师 (spk-utt)", the char-level trn sclite reads
+    ${python} -c '
+import sys
+for line in sys.stdin:
+    utt, _, text = line.rstrip("\n").partition(" ")
+    chars = " ".join(text.replace(" ", ""))
+    print(f"{chars} ({utt[:10]}-{utt})")'
+}
+
+report() {
+    ${python} local/plot_couplings.py --exp exp --systems "${systems}" --feats "${feats}/test" \
+        --data data/test --num_utts "${plot_utts}"
+    ${python} local/write_results.py --exp exp --systems "${systems}" --sets "${test_sets}" \
+        --output RESULTS.md
+    log "  wrote $(pwd)/RESULTS.md"
+}
+
+run_stage 1 corpus make_corpus
+run_stage 2 teacher train_teacher
+run_stage 3 data prepare_data
+run_stage 4 features dump_features
+run_stage 5 stats collect_stats
+run_stage 6 train train_systems
+run_stage 7 decode decode_systems
+run_stage 8 score score_systems
+run_stage 9 report report

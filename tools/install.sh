@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what espnet-gmot's demo and tests need, idempotently:
+#   - Debian packages: espeak-ng and sox (speech), sctk (sclite), a CJK font
+#     (heat-map labels), shellcheck (recipe lint); only when missing, as root;
+#   - a Python virtual environment with ESPnet and this package (editable), using
+#     the tested combination in tools/constraints.txt.
+# The environment lives in $ESPNET_GMOT_VENV (default: <repo>/.venv).
+# Usage: tools/install.sh   (then: source "$ESPNET_GMOT_VENV/bin/activate")
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv=${ESPNET_GMOT_VENV:-${repo}/.venv}
+python=${PYTHON:-python3}
+
+debian_packages="espeak-ng sox sctk fonts-wqy-zenhei shellcheck"
+missing=""
+for package in ${debian_packages}; do
+    dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q "install ok installed" \
+        || missing="${missing} ${package}"
+done
+if [ -n "${missing}" ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get > /dev/null; then
+        echo "install.sh: apt-get install${missing}"
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing} > /dev/null
+    else
+        echo "install.sh: please install these Debian packages:${missing}" >&2
+        exit 1
+    fi
+fi
+
+if ! "${python}" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "install.sh: ${python} is not Python 3.11 (espnet 202511 needs <= 3.11;" \
+         "set PYTHON=/path/to/python3.11)" >&2
+    exit 1
+fi
+if [ ! -x "${venv}/bin/python" ]; then
+    echo "install.sh: creating ${venv}"
+    "${python}" -m venv "${venv}"
+fi
+# pip 26 refuses espnet's direct-URL dependency ci_sdr.
+"${venv}/bin/python" -m pip install -q "pip<26"
+echo "install.sh: installing ESPnet and espnet-gmot into ${venv} (a few minutes the first time)"
+"${venv}/bin/python" -m pip install -q -c "${repo}/tools/constraints.txt" \
+    torch torchaudio -e "${repo}[test,demo]"
+"${venv}/bin/python" -m pip check
