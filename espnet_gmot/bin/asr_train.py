@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """ESPnet's `espnet2.bin.asr_train` with the espnet-gmot plugin registered.
 
-Same arguments as ESPnet's; adds `model: gmot` and `frontend: fbank_pitch`.
+Same arguments as ESPnet's; adds `model: gmot` and `frontend: fbank_pitch`, and
+refuses to start when a `plm_states` cache misses an utterance of the data.
 """
+
+import sys
 
 from espnet_gmot.espnet.registry import register
 
@@ -15,8 +18,6 @@ from espnet_gmot.espnet.plm_cache import check_plm_cache_covers_data  # noqa: E4
 
 
 def main(cmd=None) -> None:
-    import sys
-
     check_plm_cache_covers_data(sys.argv[1:] if cmd is None else cmd)
     espnet_main(cmd)
 

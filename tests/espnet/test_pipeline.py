@@ -132,3 +132,14 @@ def test_launch_without_plugin_leaves_espnet_untouched():
     code = "from espnet2.tasks.asr import model_choices; print(sorted(model_choices.classes))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and "gmot" not in done.stdout
+
+
+@pytest.mark.parametrize("entry", ["espnet_gmot.bin.asr_train", "espnet_gmot.bin.asr_inference"])
+def test_bin_entry_points_know_the_plugin(entry):
+    done = subprocess.run([sys.executable, "-m", entry, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if entry.endswith("asr_train"):
+        assert re.search(r"--model \{[^}]*gmot", done.stdout)
+        assert re.search(r"--frontend \{[^}]*fbank_pitch", done.stdout)
+    else:
+        assert "--asr_train_config" in done.stdout

@@ -33,7 +33,7 @@ def run_demo(recipe: Path, *options: str) -> subprocess.CompletedProcess:
 def demo(tmp_path_factory):
     recipe = tmp_path_factory.mktemp("demo") / "asr_gmot"
     shutil.copytree(RECIPE, recipe, ignore=shutil.ignore_patterns(
-        "downloads", "data", "dump", "exp", "RESULTS.md"))
+        "downloads", "data", "dump", "exp", "couplings", "RESULTS.md"))
     done = run_demo(recipe)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return recipe, done
@@ -56,7 +56,7 @@ def test_coupling_pictures_render(demo):
     import matplotlib.image
 
     recipe, _ = demo
-    pictures = sorted((recipe / "exp" / "couplings").glob("*.png"))
+    pictures = sorted((recipe / "couplings").glob("*.png"))
     assert len(pictures) == 2
     for picture in pictures:
         image = matplotlib.image.imread(picture)

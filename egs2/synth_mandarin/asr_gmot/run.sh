@@ -21,7 +21,7 @@ nj=2                                   # parallel jobs (synthesis, features, dec
 python=python3
 systems="baseline otbert totcakt gmot" # conf/train_asr_<system>.yaml
 corpus_opts=""                         # extra options of local/make_corpus.py (e.g. --tiny)
-corpus_size="--train_utts_per_speaker 80 --speed_range 160 200"  # sized for the 30-minute budget
+corpus_size="--train_utts_per_speaker 80 --eval_utts_per_speaker 20 --speed_range 160 200"  # sized for the 30-minute budget
 plm_minutes=3                          # teacher pretraining budget
 plm_opts=""                            # extra options of local/train_teacher_plm.py
 max_epoch=""                           # overrides the configs' max_epoch when set
@@ -149,50 +149,47 @@ train_systems() {
 }
 
 decode_systems() {
-    local system set dir out job
+    # One ESPnet decoding job per (system, set), at most $nj at a time: each job
+    # pays ESPnet's start-up once, which costs more than these short sets.
+    local system set out
     for system in ${systems}; do
         for set in ${test_sets}; do
-            dir=exp/asr_${system}
-            out=${dir}/decode_${set}
+            out=exp/asr_${system}/decode_${set}
             if [ -f "${out}/text" ]; then
                 log "  ${out} exists, kept"
                 continue
             fi
-            log "  decoding ${set} with ${system}"
-            rm -rf "${out}.tmp"
-            mkdir -p "${out}.tmp"
-            split_keys "${feats}/${set}/feats.scp" "${out}.tmp"
-            for job in $(seq "${nj}"); do
-                ${launch} espnet2.bin.asr_inference --ngpu 0 --batch_size 1 \
-                    --data_path_and_name_and_type "${feats}/${set}/feats.scp,speech,kaldi_ark" \
-                    --key_file "${out}.tmp/keys.${job}" \
-                    --asr_train_config "${dir}/config.yaml" \
-                    --asr_model_file "${dir}/valid.cer_ctc.ave.pth" \
-                    --config conf/decode_asr_ctc_greedy.yaml \
-                    --output_dir "${out}.tmp/output.${job}" > "${out}.tmp/decode.${job}.log" 2>&1 &
+            while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do
+                wait -n || fail_decoding
             done
-            wait_all "${out}.tmp/decode.*.log"
-            cat "${out}.tmp"/output.*/1best_recog/text | sort > "${out}.tmp/text"
-            rm -rf "${out}"
-            mv "${out}.tmp" "${out}"
+            log "  decoding ${set} with ${system}"
+            decode_one "${system}" "${set}" &
         done
     done
-}
-
-split_keys() {  # split_keys SCP DIR: DIR/keys.1 .. keys.$nj, round robin
-    awk -v nj="${nj}" -v dir="$2" '{ print $1 > (dir "/keys." ((NR - 1) % nj + 1)) }' "$1"
-}
-
-wait_all() {  # waits for every background job; fails if one did
-    local failed=0 job
-    for job in $(jobs -p); do
-        wait "${job}" || failed=1
+    while [ "$(jobs -rp | wc -l)" -gt 0 ]; do
+        wait -n || fail_decoding
     done
-    if [ "${failed}" -ne 0 ]; then
-        # shellcheck disable=SC2086
-        tail -n 20 $1
-        exit 1
-    fi
+}
+
+decode_one() {  # decode_one SYSTEM SET: writes exp/asr_SYSTEM/decode_SET/text atomically
+    local dir=exp/asr_$1 out=exp/asr_$1/decode_$2
+    rm -rf "${out}.tmp"
+    mkdir -p "${out}.tmp"
+    ${launch} espnet2.bin.asr_inference --ngpu 0 --batch_size 1 \
+        --data_path_and_name_and_type "${feats}/$2/feats.scp,speech,kaldi_ark" \
+        --asr_train_config "${dir}/config.yaml" \
+        --asr_model_file "${dir}/valid.cer_ctc.ave.pth" \
+        --config conf/decode_asr_ctc_greedy.yaml \
+        --output_dir "${out}.tmp/output" > "${out}.tmp/decode.log" 2>&1 \
+        || { echo "decoding $2 with $1 failed; see ${out}.tmp/decode.log" >&2; return 1; }
+    sort "${out}.tmp/output/1best_recog/text" > "${out}.tmp/text"
+    rm -rf "${out}"
+    mv "${out}.tmp" "${out}"
+}
+
+fail_decoding() {
+    wait
+    exit 1
 }
 
 sclite_bin() {

@@ -5,7 +5,8 @@ For every transfer system (``model: gmot``) it loads the trained model the way
 ESPnet's decoder does, runs the encoder, the adapter and the OT branch with the
 teacher's states of the reference transcript, and draws the coupling: frames
 (time) across, tokens ``[CLS] ... [SEP]`` down. One PNG per utterance puts the
-methods side by side: ``exp/couplings/<utt>.png``.
+methods side by side: ``<out_dir>/<utt>.png`` (default ``couplings/``, next
+to RESULTS.md).
 """
 
 import argparse
@@ -70,6 +71,7 @@ def main():
     parser.add_argument("--feats", type=Path, required=True, help="dump dir with feats.scp")
     parser.add_argument("--data", type=Path, required=True, help="data dir with text")
     parser.add_argument("--num_utts", type=int, default=3)
+    parser.add_argument("--out_dir", type=Path, default=Path("couplings"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -89,7 +91,7 @@ def main():
     utts = sorted(texts)[: args.num_utts]
     models = {s: load_model(args.exp / f"asr_{s}") for s in systems}
     font = cjk_font()
-    out_dir = args.exp / "couplings"
+    out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     for utt in utts:
         fig, axes = plt.subplots(1, len(systems), figsize=(4.2 * len(systems), 3.6),
@@ -100,12 +102,12 @@ def main():
             image = plan.T / plan.T.max(axis=1, keepdims=True)
             ax.imshow(image, aspect="auto", origin="upper", cmap="viridis", interpolation="nearest")
             ax.set_yticks(range(len(tokens)))
-            if font is not None:
-                ax.set_yticklabels(tokens, fontname=font, fontsize=7)
+            ax.set_yticklabels(tokens if font else range(len(tokens)), fontsize=7,
+                               **({"fontname": font} if font else {}))
             ax.set_xlabel("acoustic frame (40 ms)")
             ax.set_title(f"{TITLES.get(system, system)}: monotonicity "
                          f"{stats['ot_monotonicity']:.2f}", fontsize=9)
-        fig.suptitle(f"{utt}  {texts[utt]}", fontname=font, fontsize=10)
+        fig.suptitle(f"{utt}  {texts[utt]}", fontsize=10, **({"fontname": font} if font else {}))
         fig.tight_layout()
         path = out_dir / f"{utt}.png"
         fig.savefig(path, dpi=110)

@@ -48,6 +48,7 @@ def main():
     parser.add_argument("--systems", default="baseline otbert totcakt gmot")
     parser.add_argument("--sets", default="dev test")
     parser.add_argument("--output", type=Path, default=Path("RESULTS.md"))
+    parser.add_argument("--couplings", type=Path, default=Path("couplings"))
     args = parser.parse_args()
     sets = args.sets.split()
 
@@ -87,7 +88,7 @@ def main():
         lines += ["## Stage times (last run of each stage, seconds)", "",
                   "| stage | seconds |", "|---|---|"]
         lines += [f"| {n} {name} | {s} |" for (n, name), s in sorted(last.items())] + [""]
-    pictures = sorted((args.exp / "couplings").glob("*.png"))
+    pictures = sorted(args.couplings.glob("*.png"))
     if pictures:
         lines += ["## Couplings of test utterances", "",
                   "Rows: PLM tokens ([CLS] ... [SEP]); columns: encoder frames. Each row is "
