@@ -66,6 +66,7 @@ def fused_gromov_wasserstein(
     tol: float = 1e-9,
     outer_tol: float = 0.0,
     gradient: str = "envelope",
+    overrelaxation: float = 1.0,
 ) -> TransportResult:
     """Entropic FGW between padded batches of graphs.
 
@@ -88,6 +89,7 @@ def fused_gromov_wasserstein(
             norm) in one step; POT checks the same quantity every 10th step.
             0 runs exactly ``outer_iter`` steps.
         gradient: ``"envelope"`` (plan constant in backward) or ``"unrolled"``.
+        overrelaxation: ``omega`` of the inner over-relaxed Sinkhorn (1 = POT's).
 
     Returns:
         :class:`TransportResult` whose ``value`` is the FGW objective without
@@ -110,7 +112,7 @@ def fused_gromov_wasserstein(
         raise ValueError(f"gw_weight must lie in [0, 1], got {gw_weight}")
     if outer_iter < 1:
         raise ValueError(f"outer_iter must be >= 1, got {outer_iter}")
-    check_solver_options(epsilon, inner_iter, tol, gradient)
+    check_solver_options(epsilon, inner_iter, tol, gradient, overrelaxation)
     if gw_weight == 0.0:
         return sinkhorn(
             cost,
@@ -120,6 +122,7 @@ def fused_gromov_wasserstein(
             max_iter=inner_iter,
             tol=tol,
             gradient=gradient,
+            overrelaxation=overrelaxation,
         )
 
     source_lengths = check_lengths("source_lengths", source_lengths, batch, n, cost.device)
@@ -141,7 +144,8 @@ def fused_gromov_wasserstein(
             else:
                 inputs = (work_cost, work_source, work_target)
             plan, n_iter, n_outer = _mirror_descent(
-                *inputs, marginals, epsilon, gw_weight, outer_iter, inner_iter, tol, outer_tol
+                *inputs, marginals, epsilon, gw_weight, outer_iter, inner_iter, tol,
+                outer_tol, overrelaxation,
             )
 
         constant = _square_loss_constant(work_source, work_target, marginals)
@@ -161,7 +165,7 @@ def fused_gromov_wasserstein(
 
 def _mirror_descent(
     cost, source_structure, target_structure, marginals, epsilon, gw_weight,
-    outer_iter, inner_iter, tol, outer_tol,
+    outer_iter, inner_iter, tol, outer_tol, overrelaxation,
 ):
     constant = _square_loss_constant(source_structure, target_structure, marginals)
     plan = marginals.source_mass[:, :, None] * marginals.target_mass[:, None, :]
@@ -173,7 +177,8 @@ def _mirror_descent(
             constant, source_structure, target_structure, plan
         )
         next_plan, source_dual, target_dual, used = solve_scaling(
-            gradient, marginals, epsilon, inner_iter, tol, source_dual, target_dual
+            gradient, marginals, epsilon, inner_iter, tol, source_dual, target_dual,
+            overrelaxation,
         )
         n_iter += used
         n_outer += 1

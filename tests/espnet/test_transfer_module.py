@@ -57,7 +57,7 @@ def test_plans_reduce_exactly_to_ot_bert_tot_cakt_and_gm_ot(gw_weight, temporal_
     out = losses_for(module, acoustic, plm, la, lt)
     adapted = module.adapt(acoustic)
     node = cosine_cost(adapted, plm, la, lt)
-    kwargs = dict(epsilon=0.1, tol=module.tol)
+    kwargs = dict(epsilon=0.1, tol=module.tol, overrelaxation=module.overrelaxation)
     if gw_weight == 0 and temporal_weight == 0:  # OT-BERT: plain entropic OT, cosine cost
         expected = sinkhorn(node, la, lt, max_iter=module.inner_iter, **kwargs)
     elif gw_weight == 0:  # TOT-CAKT: cost C + beta d^2 (TOT eq. 19)

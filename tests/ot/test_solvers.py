@@ -252,3 +252,42 @@ def test_result_reports_iterations_and_error():
     capped = sinkhorn(cost[None], epsilon=0.05, tol=0.0, max_iter=3)
     assert capped.n_iter == 3
     np.testing.assert_allclose(capped.plan[0].sum(1).numpy(), np.full(20, 1 / 20), atol=1e-15)
+
+
+@pytest.mark.parametrize("omega", [1.5, 1.8])
+def test_overrelaxation_reaches_the_same_plan_as_pot(omega):
+    cost, c1, c2 = make_problem(23, 9, "monotone", seed=2)
+    n, m = cost.shape
+    ours = sinkhorn(cost[None], epsilon=0.1, max_iter=100000, tol=1e-12, overrelaxation=omega)
+    pot_plan = ot.sinkhorn(uniform(n), uniform(m), cost, 0.1, method="sinkhorn_log",
+                           stopThr=1e-13, numItermax=100000)
+    assert (ours.plan[0] - pot_plan).abs().max() <= 1e-9
+    fgw = fused_gromov_wasserstein(cost[None], c1[None], c2[None], epsilon=0.1, gw_weight=0.3,
+                                   inner_iter=100000, tol=1e-12, overrelaxation=omega)
+    pot_fgw_plan, _ = pot_fgw(cost, c1, c2, 0.1, 0.3, outer_iter=10)
+    assert (fgw.plan[0] - pot_fgw_plan).abs().max() <= 1e-8
+
+
+def test_overrelaxation_needs_fewer_iterations_under_the_temporal_prior():
+    from espnet_gmot.ot import temporal_cost
+
+    gen = torch.Generator().manual_seed(0)
+    n_len = torch.randint(30, 61, (8,), generator=gen)
+    m_len = torch.randint(5, 13, (8,), generator=gen)
+    cost = 2 * torch.rand(8, 60, 12, generator=gen) + 0.5 * temporal_cost(n_len, m_len, 60, 12)
+    plain = sinkhorn(cost, n_len, m_len, epsilon=0.1, tol=1e-6, max_iter=20000)
+    relaxed = sinkhorn(cost, n_len, m_len, epsilon=0.1, tol=1e-6, max_iter=20000, overrelaxation=1.7)
+    # float32 column sums round to ~1e-7 of the 1e-6 tolerance
+    assert relaxed.marginal_error.max() < 1.1e-6 and plain.marginal_error.max() < 1.1e-6
+    assert relaxed.n_iter * 3 < plain.n_iter  # measured: 297 against 1563
+    # Same fixed point: at a tight tolerance both reach the same plan.
+    tight = dict(epsilon=0.1, tol=1e-10, max_iter=50000)
+    plain = sinkhorn(cost.double(), n_len, m_len, **tight)
+    relaxed = sinkhorn(cost.double(), n_len, m_len, overrelaxation=1.7, **tight)
+    assert (relaxed.plan - plain.plan).abs().max() < 1e-8
+
+
+def test_overrelaxation_range_is_checked():
+    cost, _, _ = make_problem(5, 4, "random")
+    with pytest.raises(ValueError, match="overrelaxation must lie in"):
+        sinkhorn(cost[None], overrelaxation=2.0)

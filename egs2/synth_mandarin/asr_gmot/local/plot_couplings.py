@@ -28,6 +28,13 @@ TITLES = {"otbert": "OT-BERT", "totcakt": "TOT-CAKT", "gmot": "GM-OT"}
 
 
 def cjk_font():
+    # Matplotlib's font scan skips TrueType collections (.ttc), the form Debian
+    # ships CJK fonts in: register those files explicitly.
+    for path in font_manager.findSystemFonts(fontext="ttc"):
+        try:
+            font_manager.fontManager.addfont(path)
+        except (OSError, RuntimeError):
+            continue
     available = {f.name for f in font_manager.fontManager.ttflist}
     for name in CJK_FONTS:
         if name in available:
