@@ -1,7 +1,6 @@
 """ESPnet glue: the CTC ASR model with OT-based PLM knowledge transfer (``model: gmot``)."""
 
 import inspect
-import logging
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -176,11 +175,8 @@ class ESPnetGMOTModel(ESPnetASRModel):
     def _plm_states(self, text, text_lengths, kwargs):
         """PLM states from the batch's ``plm_states`` key, else from the teacher."""
         if "plm_states" in kwargs:
-            states = kwargs["plm_states"]
-            lengths = kwargs.get("plm_states_lengths")
-            if lengths is None:
-                lengths = torch.full((states.size(0),), states.size(1), dtype=torch.long)
-            return states.float(), lengths.long(), None
+            # ESPnet's collate pads the key and adds its lengths.
+            return kwargs["plm_states"].float(), kwargs["plm_states_lengths"].long(), None
         texts = [
             token_ids_to_text(
                 text[b, : int(text_lengths[b])].tolist(), self.token_list,

@@ -138,17 +138,16 @@ def fused_gromov_wasserstein(
         work_source = torch.where(source_square, source_structure.to(dtype), zero)
         work_target = torch.where(target_square, target_structure.to(dtype), zero)
 
+        constant = _square_loss_constant(work_source, work_target, marginals)
         with torch.set_grad_enabled(gradient == "unrolled" and torch.is_grad_enabled()):
+            inputs = (work_cost, work_source, work_target, constant)
             if gradient == "envelope":
-                inputs = (work_cost.detach(), work_source.detach(), work_target.detach())
-            else:
-                inputs = (work_cost, work_source, work_target)
+                inputs = tuple(t.detach() for t in inputs)
             plan, n_iter, n_outer = _mirror_descent(
                 *inputs, marginals, epsilon, gw_weight, outer_iter, inner_iter, tol,
                 outer_tol, overrelaxation,
             )
 
-        constant = _square_loss_constant(work_source, work_target, marginals)
         gw_term = _gw_tensor_product(constant, work_source, work_target, plan)
         value = (1.0 - gw_weight) * (work_cost * plan).sum((1, 2)) + gw_weight * (
             gw_term * plan
@@ -164,10 +163,9 @@ def fused_gromov_wasserstein(
 
 
 def _mirror_descent(
-    cost, source_structure, target_structure, marginals, epsilon, gw_weight,
+    cost, source_structure, target_structure, constant, marginals, epsilon, gw_weight,
     outer_iter, inner_iter, tol, outer_tol, overrelaxation,
 ):
-    constant = _square_loss_constant(source_structure, target_structure, marginals)
     plan = marginals.source_mass[:, :, None] * marginals.target_mass[:, None, :]
     active = torch.ones(plan.size(0), dtype=torch.bool, device=plan.device)
     source_dual = target_dual = None

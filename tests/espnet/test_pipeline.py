@@ -5,7 +5,6 @@ routing asr.sh gets from ``--python "python3 -m espnet_gmot.launch"``.
 """
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
