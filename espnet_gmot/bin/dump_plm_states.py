@@ -6,7 +6,10 @@
 
 Writes ``<output_dir>/plm_states.scp``; train with it as the ``plm_states`` data
 key (``--train_data_path_and_name_and_type <scp>,plm_states,kaldi_ark
---allow_variable_data_keys true``). Interrupted runs resume.
+--allow_variable_data_keys true``). Interrupted runs resume; a re-run after the
+text changed computes only the new transcripts; a run with another ``--plm`` or
+``--dtype`` than the cache was made with is refused. Identical transcripts
+(speed-perturbed copies) share one stored entry.
 """
 
 import argparse
@@ -14,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from espnet_gmot.espnet.plm_cache import write_plm_cache
+from espnet_gmot.espnet.plm_cache import DTYPES, PLMCacheError, write_plm_cache
 from espnet_gmot.transfer.plm import PLMTeacher
 
 
@@ -31,6 +34,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local_files_only", action="store_true", help="never try the hub")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--shard_size", type=int, default=2000, help="utterances per shard")
+    parser.add_argument(
+        "--dtype", default="float32", choices=DTYPES,
+        help="storage dtype; float16 halves the size, the model reads it as float32",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--log_level", default="INFO")
     return parser
@@ -42,10 +49,14 @@ def main(cmd=None) -> None:
     if not args.text.is_file():
         sys.exit(f"--text {args.text}: no such file (give a data directory's text file)")
     teacher = PLMTeacher(args.plm, local_files_only=args.local_files_only)
-    scp = write_plm_cache(
-        args.text, args.output_dir, teacher, batch_size=args.batch_size,
-        shard_size=args.shard_size, device=args.device,
-    )
+    teacher.setting = "--plm"
+    try:
+        scp = write_plm_cache(
+            args.text, args.output_dir, teacher, batch_size=args.batch_size,
+            shard_size=args.shard_size, device=args.device, dtype=args.dtype,
+        )
+    except (PLMCacheError, OSError) as err:
+        sys.exit(str(err))
     logging.info(f"wrote {scp}")
 
 

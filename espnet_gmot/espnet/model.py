@@ -1,6 +1,8 @@
 """ESPnet glue: the CTC ASR model with OT-based PLM knowledge transfer (``model: gmot``)."""
 
 import inspect
+import logging
+import os
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -16,6 +18,7 @@ from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
+from espnet_gmot.espnet.plm_cache import CACHES_IN_USE_ENV
 from espnet_gmot.transfer import OTKnowledgeTransfer, PLMTeacher, token_ids_to_text
 
 # Constructor arguments that ESPnet builds from other yaml sections.
@@ -124,6 +127,7 @@ class ESPnetGMOTModel(ESPnetASRModel):
             acoustic_dim=acoustic_dim,
         )
         self.teacher = _build_named(PLMTeacher, "model_conf.plm_conf", plm_conf or {})
+        self._cache_tokenizer_missing = False
 
     def encode(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
@@ -174,18 +178,60 @@ class ESPnetGMOTModel(ESPnetASRModel):
 
     def _plm_states(self, text, text_lengths, kwargs):
         """PLM states from the batch's ``plm_states`` key, else from the teacher."""
+        utt_ids = kwargs.get("utt_id")
         if "plm_states" in kwargs:
-            # ESPnet's collate pads the key and adds its lengths.
-            return kwargs["plm_states"].float(), kwargs["plm_states_lengths"].long(), None
-        texts = [
-            token_ids_to_text(
-                text[b, : int(text_lengths[b])].tolist(), self.token_list,
-                self.teacher.tokenizer.unk_token,
-            )
+            # ESPnet's collate pads the key and adds its lengths; a float16 cache
+            # is read as float32 here.
+            states = kwargs["plm_states"].float()
+            lengths = kwargs["plm_states_lengths"].long()
+            self._check_cached_lengths(text, text_lengths, states, lengths, utt_ids)
+            return states, lengths, None
+        return self.teacher.encode(self._transcripts(text, text_lengths), text.device, utt_ids=utt_ids)
+
+    def _transcripts(self, text, text_lengths) -> List[str]:
+        unk = self.teacher.tokenizer.unk_token
+        return [
+            token_ids_to_text(text[b, : int(text_lengths[b])].tolist(), self.token_list, unk)
             for b in range(text.size(0))
         ]
-        utt_ids = kwargs.get("utt_id")
-        return self.teacher.encode(texts, text.device, utt_ids=utt_ids)
+
+    def _check_cached_lengths(self, text, text_lengths, states, lengths, utt_ids):
+        """Cached states must have one vector per PLM token of the transcript.
+
+        A cache made from other transcripts (or another PLM) otherwise trains on
+        wrong targets silently, or fails deep in the OT solver. Needs only the
+        PLM's tokenizer; without one (a machine that has only the cache) the
+        bounds are still checked.
+        """
+        expected = None
+        if not self._cache_tokenizer_missing:
+            try:
+                expected = self.teacher.token_counts(self._transcripts(text, text_lengths))
+            except OSError as err:
+                self._cache_tokenizer_missing = True
+                logging.warning(
+                    f"Cannot load the tokenizer of {self.teacher.name_or_path!r} "
+                    f"({err}); cached PLM states are checked only for plausible "
+                    f"lengths, not against their transcripts."
+                )
+        for b, length in enumerate(lengths.tolist()):
+            if expected is not None:
+                bad = length != expected[b]
+                wanted = f"its transcript has {expected[b]} PLM tokens"
+            else:
+                bad = not 2 <= length <= states.size(1)
+                wanted = f"at least 2 ([CLS], [SEP]) and at most the padded {states.size(1)}"
+            if bad:
+                name = utt_ids[b] if utt_ids is not None else f"batch item {b}"
+                caches = os.environ.get(CACHES_IN_USE_ENV, "given as a plm_states data key")
+                raise ValueError(
+                    f"Utterance {name}: its cached PLM states have {length} vectors but "
+                    f"{wanted} ([CLS] and [SEP] included; PLM {self.teacher.name_or_path!r}, "
+                    f"cache {caches}). The cache was made from other transcripts or "
+                    f"another PLM: re-dump it with `python -m espnet_gmot.bin.dump_plm_states "
+                    f"--text <the data's text> --plm {self.teacher.name_or_path} "
+                    f"--output_dir <a new directory>` and train with that cache."
+                )
 
     def collect_feats(self, speech, speech_lengths, text, text_lengths, **kwargs):
         # Stage 10 never needs the PLM; ESPnet's version reads only the speech.

@@ -5,15 +5,32 @@ Training reads them with::
     --train_data_path_and_name_and_type dump/plm_states/train/plm_states.scp,plm_states,kaldi_ark
     --allow_variable_data_keys true
 
-:func:`write_plm_cache` writes the cache for a data directory in shards; each
-shard's scp is renamed into place only once its ark is complete, so an
-interrupted run resumes where it stopped and never leaves a half-valid cache.
+Layout of a cache directory (:func:`write_plm_cache`):
+
+- ``plm_cache.json``: what the states were made from (the PLM's name, a SHA-256
+  of its weights, config and vocabulary, its hidden size) and the storage dtype.
+  A later run with another PLM or dtype is refused, so one cache never mixes two.
+- ``shards/states.<k>.ark|scp``: one entry per *distinct transcript*, keyed by
+  the transcript's SHA-256. Speed-perturbed copies (``sp0.9-``, ``sp1.1-``) and
+  repeated sentences share one entry, and an utterance whose text changed maps
+  to a new key, so a stale state is never reused. A shard counts only once its
+  scp is renamed into place (after its ark is complete): an interrupted run
+  resumes and never leaves a half-valid cache.
+- ``plm_states.scp``: every utterance id -> its entry (absolute ark path and
+  offset; several ids may share one offset), what ESPnet's kaldi_ark loader reads
+  from any working directory.
+- ``transcripts.sha256``: the fingerprint of each utterance's transcript, checked
+  before training against the data's ``text``.
 """
 
+import fcntl
+import hashlib
+import json
 import logging
 import os
+import shlex
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import kaldiio
 import numpy as np
@@ -23,6 +40,17 @@ from espnet_gmot.transfer.plm import PLMTeacher
 
 CACHE_SCP = "plm_states.scp"
 DATA_KEY = "plm_states"
+MANIFEST = "plm_cache.json"
+TRANSCRIPT_FINGERPRINTS = "transcripts.sha256"
+FORMAT_VERSION = 2
+DTYPES = ("float32", "float16")
+# Set by the coverage check so that the model's per-batch check can name the
+# cache; an environment variable reaches ESPnet's spawned workers too.
+CACHES_IN_USE_ENV = "ESPNET_GMOT_PLM_CACHES"
+
+
+class PLMCacheError(Exception):
+    """A cache that does not match the data or the PLM; the message says what to run."""
 
 
 def read_text(path: Path) -> Dict[str, str]:
@@ -47,6 +75,95 @@ def read_scp_keys(path: Path) -> List[str]:
         return [line.split(maxsplit=1)[0] for line in f if line.strip()]
 
 
+def transcript_fingerprint(transcript: str) -> str:
+    return hashlib.sha256(transcript.encode("utf-8")).hexdigest()
+
+
+def dump_command(text_path, output_dir, plm: str, dtype: str = "float32") -> str:
+    """The command that makes or resumes a cache, for error messages."""
+    command = (
+        f"python -m espnet_gmot.bin.dump_plm_states --text {shlex.quote(str(text_path))} "
+        f"--plm {shlex.quote(str(plm))} --output_dir {shlex.quote(str(output_dir))}"
+    )
+    return command + (f" --dtype {dtype}" if dtype != "float32" else "")
+
+
+def read_manifest(output_dir: Path) -> Optional[dict]:
+    path = Path(output_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) -> None:
+    """Refuse a cache made from another PLM or dtype, or one that records nothing."""
+    found = read_manifest(output_dir)
+    if found is None:
+        old_files = [output_dir / "plm", output_dir / CACHE_SCP, *output_dir.glob("shards/*.scp")]
+        if any(p.exists() for p in old_files):
+            raise PLMCacheError(
+                f"{output_dir} holds a PLM-state cache without {MANIFEST} (written by an "
+                f"older espnet-gmot), so which PLM and transcripts made it is unknown. "
+                f"Remove it (rm -r {shlex.quote(str(output_dir))}) and run "
+                f"`{dump_command(text_path, output_dir, wanted['plm'], wanted['dtype'])}`."
+            )
+        _write_atomically(output_dir / MANIFEST, json.dumps(wanted, indent=2) + "\n")
+        return
+    # The name may differ (a hub name vs. its local copy) when the weights agree.
+    differing = [
+        key for key in ("format", "plm_fingerprint", "hidden_size", "dtype")
+        if found.get(key) != wanted[key]
+    ]
+    if differing:
+        described = ", ".join(
+            f"{key} {found.get(key)!r} there, {wanted[key]!r} now" for key in differing
+        )
+        raise PLMCacheError(
+            f"The PLM-state cache {output_dir} was made from --plm {found.get('plm')!r} "
+            f"(--dtype {found.get('dtype')}), not from this run's --plm {wanted['plm']!r} "
+            f"(--dtype {wanted['dtype']}): {described}. Nothing was written. To resume or "
+            f"extend that cache run `{dump_command(text_path, output_dir, found.get('plm'), found.get('dtype', 'float32'))}`; "
+            f"for this PLM give another --output_dir (or remove {output_dir} first)."
+        )
+
+
+def _stored_entries(shard_dir: Path) -> Dict[str, str]:
+    """Transcript fingerprint -> ``ark:offset`` of every finished shard.
+
+    The ark path is rebuilt from this directory's location, not taken from the
+    shard's scp, so a moved cache stays readable after a re-run of the dump.
+    """
+    entries: Dict[str, str] = {}
+    for scp_path in sorted(shard_dir.glob("states.*.scp")):
+        ark_path = scp_path.with_suffix(".ark").resolve()
+        with open(scp_path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    key, location = line.split(maxsplit=1)
+                    entries[key] = f"{ark_path}:{location.rstrip().rsplit(':', 1)[1]}"
+    return entries
+
+
+def _free_shard_indices(shard_dir: Path) -> Iterator[int]:
+    """Indices without a finished shard, lowest first.
+
+    An ark without its scp is from an interrupted run: its index is reused and
+    the ark overwritten, so no orphan is left behind.
+    """
+    index = 0
+    while True:
+        if not (shard_dir / f"states.{index}.scp").exists():
+            yield index
+        index += 1
+
+
 def write_plm_cache(
     text_path: Path,
     output_dir: Path,
@@ -54,81 +171,169 @@ def write_plm_cache(
     batch_size: int = 32,
     shard_size: int = 2000,
     device: str = "cpu",
+    dtype: str = "float32",
 ) -> Path:
     """Write the PLM states of every utterance of ``text_path``; returns the scp.
 
-    Finished shards (their scp exists with the expected utterances) are kept.
+    Only transcripts not yet in the cache are computed. Raises
+    :class:`PLMCacheError` when the cache was made from another PLM or dtype.
     """
-    transcripts = read_text(Path(text_path))
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {DTYPES}")
+    text_path = Path(text_path)
+    transcripts = read_text(text_path)
     output_dir = Path(output_dir)
     shard_dir = output_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    utts = sorted(transcripts)
-    shards = [utts[k : k + shard_size] for k in range(0, len(utts), shard_size)]
-    scp_paths = []
-    for index, shard in enumerate(shards):
-        scp_path = shard_dir / f"{DATA_KEY}.{index}.scp"
-        scp_paths.append(scp_path)
-        if scp_path.exists() and read_scp_keys(scp_path) == shard:
-            logging.info(f"shard {index + 1}/{len(shards)} already done")
-            continue
-        _write_shard(shard, transcripts, shard_dir / f"{DATA_KEY}.{index}.ark", scp_path,
-                     teacher, batch_size, torch.device(device))
-        logging.info(f"shard {index + 1}/{len(shards)} written ({len(shard)} utterances)")
-    merged = output_dir / CACHE_SCP
-    tmp = merged.with_name(merged.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        for scp_path in scp_paths:
-            out.write(scp_path.read_text(encoding="utf-8"))
-    os.replace(tmp, merged)
-    (output_dir / "plm").write_text(teacher.name_or_path + "\n", encoding="utf-8")
+    with open(output_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PLMCacheError(
+                f"Another dump_plm_states is writing {output_dir}; wait for it to finish."
+            ) from None
+        wanted = dict(
+            format=FORMAT_VERSION,
+            plm=str(teacher.name_or_path),
+            plm_fingerprint=teacher.fingerprint(),
+            plm_model_type=str(getattr(teacher.model.config, "model_type", "")),
+            hidden_size=teacher.hidden_size,
+            dtype=dtype,
+        )
+        _check_or_write_manifest(output_dir, wanted, text_path)
+
+        fingerprints = {utt: transcript_fingerprint(t) for utt, t in transcripts.items()}
+        stored = _stored_entries(shard_dir)
+        # One representative utterance per missing transcript; sorted by length so
+        # that batches need little padding.
+        missing: Dict[str, str] = {}
+        for utt in sorted(transcripts):
+            if fingerprints[utt] not in stored:
+                missing.setdefault(fingerprints[utt], utt)
+        todo = sorted(missing.items(), key=lambda item: (len(transcripts[item[1]]), item[0]))
+        logging.info(
+            f"{len(transcripts)} utterances, {len(set(fingerprints.values()))} distinct "
+            f"transcripts, {len(todo)} to compute"
+        )
+        indices = _free_shard_indices(shard_dir)
+        for start in range(0, len(todo), shard_size):
+            index = next(indices)
+            shard = todo[start : start + shard_size]
+            _write_shard(
+                shard, transcripts, shard_dir / f"states.{index}.ark",
+                shard_dir / f"states.{index}.scp", teacher, batch_size,
+                torch.device(device), np.dtype(dtype),
+            )
+            logging.info(f"shard {index} written ({start + len(shard)}/{len(todo)} transcripts)")
+        stored = _stored_entries(shard_dir)
+
+        merged = output_dir / CACHE_SCP
+        _write_atomically(
+            merged, "".join(f"{utt} {stored[fingerprints[utt]]}\n" for utt in sorted(transcripts))
+        )
+        # After the scp: an interruption in between leaves fingerprints that the
+        # training check finds stale, never a stale scp with fresh fingerprints.
+        _write_atomically(
+            output_dir / TRANSCRIPT_FINGERPRINTS,
+            "".join(f"{utt} {fingerprints[utt]}\n" for utt in sorted(transcripts)),
+        )
     return merged
 
 
-def _write_shard(utts, transcripts, ark_path, scp_path, teacher, batch_size, device):
+def _write_shard(shard, transcripts, ark_path, scp_path, teacher, batch_size, device, dtype):
+    """``shard``: (fingerprint, representative utterance) pairs."""
     tmp_scp = scp_path.with_name(scp_path.name + ".tmp")
-    with kaldiio.WriteHelper(f"ark,scp:{ark_path},{tmp_scp}") as writer:
-        for start in range(0, len(utts), batch_size):
-            batch = utts[start : start + batch_size]
+    # Kaldi's binary matrix has no float16; kaldiio's numpy entries keep any dtype.
+    write_function = None if dtype == np.float32 else "numpy"
+    with kaldiio.WriteHelper(f"ark,scp:{ark_path},{tmp_scp}", write_function=write_function) as writer:
+        for start in range(0, len(shard), batch_size):
+            batch = shard[start : start + batch_size]
+            utts = [utt for _, utt in batch]
             states, lengths, _ = teacher.encode(
-                [transcripts[u] for u in batch], device, utt_ids=batch
+                [transcripts[u] for u in utts], device, utt_ids=utts
             )
-            for utt, state, length in zip(batch, states, lengths):
-                writer(utt, state[: int(length)].cpu().numpy().astype(np.float32))
+            for (key, _), state, length in zip(batch, states, lengths):
+                writer(key, state[: int(length)].cpu().numpy().astype(dtype))
     os.replace(tmp_scp, scp_path)  # the shard counts as done only from here
 
 
-def _data_entries(args: Sequence[str], option: str) -> List[List[str]]:
-    entries = []
-    for k, arg in enumerate(args):
-        if arg == option and k + 1 < len(args):
-            entries.append(args[k + 1].split(","))
-        elif arg.startswith(option + "="):
-            entries.append(arg[len(option) + 1 :].split(","))
-    return entries
+def _cache_entries(args) -> Dict[str, List[tuple]]:
+    """``{split: [(path, name, type), ...]}`` after ESPnet merged --config and the command line."""
+    return {
+        split: list(getattr(args, f"{split}_data_path_and_name_and_type", None) or [])
+        for split in ("train", "valid")
+    }
 
 
-def check_plm_cache_covers_data(args: Iterable[str]) -> None:
-    """Refuse to train when a ``plm_states`` cache lacks an utterance of the data.
+def check_plm_cache_covers_data(cmd: Iterable[str]) -> None:
+    """Refuse to train when a ``plm_states`` cache lacks or mis-states an utterance.
 
-    ``args`` are ESPnet ``asr_train`` arguments; the cache is compared with the
-    ``text`` entry of the same split. Raises ``SystemExit`` naming what is missing.
+    ``cmd`` are ESPnet ``asr_train`` arguments; they are parsed with ESPnet's own
+    parser, so data paths given in the ``--config`` yaml count as well as those on
+    the command line. Each cache is compared with the ``text`` entry of the same
+    split: every utterance must be there with the transcript it was made from.
+    Raises ``SystemExit`` naming what is wrong and the command that fixes it.
     """
-    args = list(args)
-    for split in ("train", "valid"):
-        entries = _data_entries(args, f"--{split}_data_path_and_name_and_type")
-        caches = [e[0] for e in entries if len(e) >= 2 and e[1] == DATA_KEY]
-        texts = [e[0] for e in entries if len(e) >= 2 and e[1] == "text"]
-        if not caches or not texts:
-            continue
-        cached = set(read_scp_keys(Path(caches[0])))
-        needed = read_text(Path(texts[0]))
-        missing = sorted(set(needed) - cached)
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise SystemExit(
-                f"The PLM-state cache {caches[0]} lacks {len(missing)} of the "
-                f"{len(needed)} utterances of {texts[0]} ({shown}). Refusing to train "
-                f"on it: rerun `python -m espnet_gmot.bin.dump_plm_states --text "
-                f"{texts[0]} --output_dir {Path(caches[0]).parent}` (it resumes)."
-            )
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_gmot.espnet.registry import register
+
+    register()
+    args = ASRTask.get_parser().parse_args(list(cmd))
+    if getattr(args, "print_config", False):
+        return
+    in_use = []
+    for split, entries in _cache_entries(args).items():
+        caches = [e[0] for e in entries if e[1] == DATA_KEY]
+        texts = [e[0] for e in entries if e[1] == "text"]
+        for cache in caches:
+            in_use.append(f"{split}: {cache}")
+            if texts:
+                try:
+                    check_cache_against_text(Path(cache), Path(texts[0]))
+                except PLMCacheError as err:
+                    raise SystemExit(str(err)) from None
+    if in_use:
+        os.environ[CACHES_IN_USE_ENV] = ", ".join(in_use)
+
+
+def check_cache_against_text(scp_path: Path, text_path: Path) -> None:
+    """Every utterance of ``text_path`` in the cache, with an unchanged transcript."""
+    output_dir = scp_path.parent
+    manifest = read_manifest(output_dir) or {}
+    fix = dump_command(
+        text_path, output_dir, manifest.get("plm", "<the PLM>"), manifest.get("dtype", "float32")
+    )
+    if not scp_path.is_file():
+        raise PLMCacheError(f"The PLM-state cache {scp_path} does not exist: run `{fix}`.")
+    needed = read_text(text_path)
+    missing = sorted(set(needed) - set(read_scp_keys(scp_path)))
+    if missing:
+        raise PLMCacheError(
+            f"The PLM-state cache {scp_path} lacks {len(missing)} of the "
+            f"{len(needed)} utterances of {text_path} ({_some(missing)}). Refusing to "
+            f"train on it: run `{fix}` (it resumes)."
+        )
+    fingerprint_path = output_dir / TRANSCRIPT_FINGERPRINTS
+    if not manifest or not fingerprint_path.is_file():
+        raise PLMCacheError(
+            f"The PLM-state cache {scp_path} records neither its PLM nor its transcripts "
+            f"(no {MANIFEST} / {TRANSCRIPT_FINGERPRINTS}: an older espnet-gmot wrote it). "
+            f"Remove {output_dir} and run `{fix}`."
+        )
+    recorded = read_text(fingerprint_path)
+    changed = sorted(
+        utt for utt, transcript in needed.items()
+        if recorded.get(utt) != transcript_fingerprint(transcript)
+    )
+    if changed:
+        raise PLMCacheError(
+            f"The transcripts of {len(changed)} utterances of {text_path} differ from "
+            f"those the PLM-state cache {scp_path} was made from ({_some(changed)}). "
+            f"Refusing to train on stale states: run `{fix}` (it computes only the "
+            f"changed transcripts)."
+        )
+
+
+def _some(utts: Sequence[str]) -> str:
+    return ", ".join(utts[:5]) + (" ..." if len(utts) > 5 else "")

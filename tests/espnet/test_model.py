@@ -179,3 +179,53 @@ def test_transcript_longer_than_plm_positions_names_the_utterance(workspace):
     data = batch(workspace, [SENTENCES[0], long_sentence], (0.5, 6.0))
     with pytest.raises(ValueError, match="Utterance utt1: its transcript needs 602 PLM tokens"):
         model(**data)
+
+
+def cached_inputs(model, data, dtype=torch.float32):
+    """The batch's PLM states as ESPnet's collate gives a plm_states key (zero-padded)."""
+    texts = [token_ids_to_text(t[:n].tolist(), model.token_list, "[UNK]")
+             for t, n in zip(data["text"], data["text_lengths"])]
+    states, lengths, _ = model.teacher.encode(texts, torch.device("cpu"))
+    for b, n in enumerate(lengths):
+        states[b, n:] = 0.0
+    return dict(plm_states=states.to(dtype), plm_states_lengths=lengths)
+
+
+@pytest.mark.parametrize("wrong_length", [0, 5, 7])
+def test_cached_states_of_another_length_name_the_utterance(workspace, monkeypatch, wrong_length):
+    monkeypatch.setenv("ESPNET_GMOT_PLM_CACHES", "train: dump/plm/train/plm_states.scp")
+    model = build(workspace)
+    data = batch(workspace)  # utt0 is "他是老师": 6 PLM tokens
+    cached = cached_inputs(model, data)
+    cached["plm_states_lengths"][0] = wrong_length
+    with pytest.raises(ValueError) as err:
+        model(**data, **cached)
+    message = str(err.value)
+    assert f"Utterance utt0: its cached PLM states have {wrong_length} vectors" in message
+    assert "its transcript has 6 PLM tokens" in message
+    assert "dump/plm/train/plm_states.scp" in message and "dump_plm_states" in message
+
+
+def test_cached_lengths_are_bounded_without_the_tokenizer(workspace, tmp_path, caplog):
+    model = build(workspace)
+    data = batch(workspace)
+    cached = cached_inputs(model, data)
+    # A machine with only the cache: the PLM (tokenizer included) is not there.
+    model.teacher = type(model.teacher)(str(tmp_path / "no_plm_here"))
+    loss, _, _ = model(**data, **cached)
+    assert torch.isfinite(loss)
+    assert "checked only for plausible lengths" in caplog.text
+    for wrong_length in (0, 1, cached["plm_states"].size(1) + 1):
+        broken = dict(cached, plm_states_lengths=cached["plm_states_lengths"].clone())
+        broken["plm_states_lengths"][1] = wrong_length
+        with pytest.raises(ValueError, match=rf"Utterance utt1: its cached PLM states have {wrong_length} vectors but at least 2"):
+            model(**data, **broken)
+
+
+def test_float16_cached_states_train_like_float32(workspace):
+    model = build(workspace).eval()
+    data = batch(workspace)
+    with torch.no_grad():
+        loss32, _, _ = model(**data, **cached_inputs(model, data))
+        loss16, _, _ = model(**data, **cached_inputs(model, data, torch.float16))
+    assert torch.isfinite(loss16) and abs(loss16 - loss32) < 1e-3 * abs(loss32)

@@ -1,0 +1,254 @@
+"""The plm_states cache: provenance, resumption, paths, coverage, sharing, float16."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from espnet_gmot.espnet.plm_cache import (
+    PLMCacheError,
+    check_cache_against_text,
+    check_plm_cache_covers_data,
+    write_plm_cache,
+)
+from espnet_gmot.transfer import PLMTeacher
+from tests.helpers.tiny_asr import make_tiny_bert
+
+REPO = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "bert")
+
+
+@pytest.fixture(scope="module")
+def other_bert(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("bert48") / "bert48", hidden_size=48)
+
+
+def write_text(path, utts):
+    path.write_text("".join(f"{u} {t}\n" for u, t in utts.items()), encoding="utf-8")
+    return path
+
+
+def teacher_states(teacher, sentence):
+    states, lengths, _ = teacher.encode([sentence], torch.device("cpu"))
+    return states[0, : lengths[0]].numpy()
+
+
+def shard_scps(out):
+    return sorted((out / "shards").glob("*.scp"))
+
+
+def snapshot(directory):
+    return {p: p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def dump(*args, cwd=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "espnet_gmot.bin.dump_plm_states", *map(str, args)],
+        capture_output=True, text=True, env=env, cwd=cwd,
+    )
+
+
+SENTENCES = {f"u{k:02d}": s for k, s in enumerate(["他是老师", "我们去学校", "", "你好世界", "今天很好"])}
+
+
+def test_cache_writes_resumes_and_matches_the_teacher(tmp_path, bert):
+    text = write_text(tmp_path / "text", SENTENCES)
+    teacher = PLMTeacher(str(bert))
+    out = tmp_path / "cache"
+    scp = write_plm_cache(text, out, teacher, batch_size=2, shard_size=2)
+    cached = dict(kaldiio.load_scp(str(scp)))
+    assert sorted(cached) == sorted(SENTENCES)
+    for utt, sentence in SENTENCES.items():
+        np.testing.assert_allclose(cached[utt], teacher_states(teacher, sentence), atol=1e-6)
+    # Interrupted run: one shard lost its scp (its ark may be half-written).
+    shards = shard_scps(out)
+    assert len(shards) == 3
+    mtimes = {p: p.stat().st_mtime_ns for p in shards}
+    shards[1].unlink()
+    write_plm_cache(text, out, teacher, batch_size=2, shard_size=2)
+    assert shards[1].exists()
+    assert shards[0].stat().st_mtime_ns == mtimes[shards[0]]  # finished shards kept
+    assert shards[2].stat().st_mtime_ns == mtimes[shards[2]]
+    assert sorted(dict(kaldiio.load_scp(str(scp)))) == sorted(SENTENCES)
+
+
+def test_resuming_with_another_plm_is_refused_and_changes_nothing(tmp_path, bert, other_bert):
+    text = write_text(tmp_path / "text", SENTENCES)
+    out = tmp_path / "cache"
+    write_plm_cache(text, out, PLMTeacher(str(bert)))
+    before = snapshot(out)
+    with pytest.raises(PLMCacheError) as err:
+        write_plm_cache(text, out, PLMTeacher(str(other_bert)))
+    message = str(err.value)
+    assert f"--plm '{bert}'" in message and f"--plm {bert} --output_dir {out}" in message
+    assert "hidden_size 32 there, 48 now" in message
+    assert snapshot(out) == before
+
+
+def test_same_name_with_other_weights_is_refused(tmp_path):
+    bert = make_tiny_bert(tmp_path / "bert")
+    text = write_text(tmp_path / "text", SENTENCES)
+    write_plm_cache(text, tmp_path / "cache", PLMTeacher(str(bert)))
+    # The PLM directory is retrained in place: same name, same size, other weights.
+    from transformers import BertModel
+
+    model = BertModel.from_pretrained(bert)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight[5] += 1.0
+    model.save_pretrained(bert)
+    with pytest.raises(PLMCacheError, match="plm_fingerprint"):
+        write_plm_cache(text, tmp_path / "cache", PLMTeacher(str(bert)))
+
+
+def test_resuming_with_another_dtype_is_refused(tmp_path, bert):
+    text = write_text(tmp_path / "text", SENTENCES)
+    write_plm_cache(text, tmp_path / "cache", PLMTeacher(str(bert)), dtype="float16")
+    with pytest.raises(PLMCacheError, match=r"--dtype float16\)?.*'float16' there, 'float32' now"):
+        write_plm_cache(text, tmp_path / "cache", PLMTeacher(str(bert)))
+
+
+def test_cache_of_an_older_version_is_refused(tmp_path, bert):
+    text = write_text(tmp_path / "text", SENTENCES)
+    out = tmp_path / "cache"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "plm_states.0.scp").write_text("u00 shards/plm_states.0.ark:6\n")
+    (out / "plm").write_text("bert-base-chinese\n")
+    with pytest.raises(PLMCacheError, match=rf"older espnet-gmot.*rm -r {out}"):
+        write_plm_cache(text, out, PLMTeacher(str(bert)))
+
+
+def test_changed_transcript_is_recomputed_never_stale(tmp_path, bert):
+    teacher = PLMTeacher(str(bert))
+    out = tmp_path / "cache"
+    write_plm_cache(write_text(tmp_path / "text", SENTENCES), out, teacher)
+    first_shards = shard_scps(out)
+    first = {p: p.read_bytes() for p in first_shards}
+    changed = dict(SENTENCES, u01="他们在北京")
+    text = write_text(tmp_path / "text", changed)
+    with pytest.raises(PLMCacheError, match=r"transcripts of 1 utterances .* \(u01\).*dump_plm_states"):
+        check_cache_against_text(out / "plm_states.scp", text)
+    scp = write_plm_cache(text, out, teacher)
+    assert {p: p.read_bytes() for p in first_shards} == first  # nothing rewritten
+    assert len(shard_scps(out)) == len(first_shards) + 1  # only the new transcript computed
+    cached = dict(kaldiio.load_scp(str(scp)))
+    for utt, sentence in changed.items():
+        np.testing.assert_allclose(cached[utt], teacher_states(teacher, sentence), atol=1e-6)
+    check_cache_against_text(scp, text)
+
+
+def test_scp_is_read_from_any_working_directory(tmp_path, bert):
+    dump_dir = tmp_path / "recipe"
+    dump_dir.mkdir()
+    write_text(dump_dir / "text", {"a": "他是", "b": "我们"})
+    done = dump("--text", "text", "--plm", bert, "--output_dir", "dump/plm", cwd=dump_dir)
+    assert done.returncode == 0, done.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    read = subprocess.run(
+        [sys.executable, "-c",
+         "import kaldiio, sys; print(sorted((k, v.shape) for k, v in kaldiio.load_scp(sys.argv[1]).items()))",
+         str(dump_dir / "dump/plm/plm_states.scp")],
+        capture_output=True, text=True, cwd=elsewhere,
+    )
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip() == "[('a', (4, 32)), ('b', (4, 32))]"
+
+
+def test_speed_perturbed_copies_share_one_entry(tmp_path, bert):
+    from espnet2.train.dataset import ESPnetDataset
+
+    utts = {"s1-a": "他是老师", "s1-b": "我们去学校"}
+    utts.update({f"{prefix}{u}": t for u, t in list(utts.items()) for prefix in ("sp0.9-", "sp1.1-")})
+    text = write_text(tmp_path / "text", utts)
+    teacher = PLMTeacher(str(bert))
+    scp = write_plm_cache(text, tmp_path / "cache", teacher)
+    locations = dict(line.split() for line in scp.read_text().splitlines())
+    assert sorted(locations) == sorted(utts)
+    assert locations["sp0.9-s1-a"] == locations["s1-a"] == locations["sp1.1-s1-a"]
+    assert locations["s1-a"] != locations["s1-b"]
+    stored = [k for p in shard_scps(tmp_path / "cache") for k in kaldiio.load_scp(str(p))]
+    assert len(stored) == 2
+    dataset = ESPnetDataset([(str(scp), "plm_states", "kaldi_ark")])
+    for utt, sentence in utts.items():
+        np.testing.assert_allclose(dataset[utt][1]["plm_states"], teacher_states(teacher, sentence), atol=1e-6)
+
+
+def test_float16_cache_is_half_the_size_and_read_as_float32(tmp_path, bert):
+    from espnet2.train.dataset import ESPnetDataset
+
+    utts = {f"u{k}": s * 3 for k, s in enumerate(["他是老师", "我们去学校", "你好世界"])}
+    text = write_text(tmp_path / "text", utts)
+    teacher = PLMTeacher(str(bert))
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        scp = write_plm_cache(text, tmp_path / dtype, teacher, dtype=dtype)
+        sizes[dtype] = sum(p.stat().st_size for p in (tmp_path / dtype / "shards").glob("*.ark"))
+        assert json.loads((tmp_path / dtype / "plm_cache.json").read_text())["dtype"] == dtype
+        dataset = ESPnetDataset([(str(scp), "plm_states", "kaldi_ark")])
+        for utt, sentence in utts.items():
+            value = dataset[utt][1]["plm_states"]
+            assert value.dtype == np.float32
+            tolerance = 1e-6 if dtype == "float32" else 5e-3
+            np.testing.assert_allclose(value, teacher_states(teacher, sentence), atol=tolerance, rtol=tolerance)
+    assert 0.45 < sizes["float16"] / sizes["float32"] < 0.6
+
+
+def test_training_refuses_a_cache_that_misses_utterances(tmp_path, bert):
+    text = write_text(tmp_path / "text", {"a": "他是", "b": "我们", "c": "你好"})
+    partial = write_text(tmp_path / "partial_text", {"a": "他是"})
+    scp = write_plm_cache(partial, tmp_path / "cache", PLMTeacher(str(bert)))
+    args = ["--train_data_path_and_name_and_type", f"{tmp_path}/wav.scp,speech,sound",
+            "--train_data_path_and_name_and_type", f"{text},text,text",
+            f"--train_data_path_and_name_and_type={scp},plm_states,kaldi_ark"]
+    with pytest.raises(SystemExit, match=rf"lacks 2 of the 3 utterances .* \(b, c\).*--plm {bert} "):
+        check_plm_cache_covers_data(args)
+    full = write_plm_cache(text, tmp_path / "cache_full", PLMTeacher(str(bert)))
+    check_plm_cache_covers_data(args[:-1] + [f"--train_data_path_and_name_and_type={full},plm_states,kaldi_ark"])
+
+
+def test_coverage_is_checked_for_data_paths_from_the_config_yaml(tmp_path, bert):
+    text = write_text(tmp_path / "text", {"a": "他是", "b": "我们"})
+    scp = write_plm_cache(write_text(tmp_path / "partial", {"a": "他是"}), tmp_path / "cache",
+                          PLMTeacher(str(bert)))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "train_data_path_and_name_and_type": [
+            [f"{tmp_path}/wav.scp", "speech", "sound"], [str(text), "text", "text"],
+            [str(scp), "plm_states", "kaldi_ark"]],
+    }))
+    with pytest.raises(SystemExit, match=r"lacks 1 of the 2 utterances .* \(b\)"):
+        check_plm_cache_covers_data(["--config", str(config)])
+    # The same through the training entry point, before ESPnet starts.
+    from espnet_gmot.bin.asr_train import main
+
+    with pytest.raises(SystemExit, match=r"lacks 1 of the 2 utterances"):
+        main(["--config", str(config), "--output_dir", str(tmp_path / "exp")])
+    assert not (tmp_path / "exp").exists()
+
+
+def test_dump_command_line(tmp_path, bert, other_bert):
+    text = write_text(tmp_path / "text", {"a": "他是", "b": "我们"})
+    done = dump("--text", text, "--plm", bert, "--output_dir", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert sorted(dict(kaldiio.load_scp(str(tmp_path / "out" / "plm_states.scp")))) == ["a", "b"]
+    other = dump("--text", text, "--plm", other_bert, "--output_dir", tmp_path / "out")
+    assert other.returncode != 0 and f"--plm {bert} --output_dir {tmp_path / 'out'}" in other.stderr
+    missing = dump("--text", tmp_path / "nope", "--output_dir", tmp_path / "o2")
+    assert missing.returncode != 0 and "no such file" in missing.stderr
+    assert not (tmp_path / "o2").exists()
+    empty = tmp_path / "empty_plm"
+    empty.mkdir()
+    no_plm = dump("--text", text, "--plm", empty, "--output_dir", tmp_path / "o3")
+    assert no_plm.returncode != 0 and f"--plm '{empty}'" in no_plm.stderr and "it is empty" in no_plm.stderr
