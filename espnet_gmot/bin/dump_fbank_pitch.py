@@ -13,9 +13,12 @@ with ``--feats_type fbank_pitch``, which needs Kaldi::
 The output directory gets the input's files (``text``, ``utt2spk``,
 ``spk2utt``, ``wav.scp``, ``segments``, ...), ``data/raw_fbank_pitch_<name>.<job>.{ark,scp}``,
 ``feats.scp``, ``utt2num_frames``, ``feats_shape``, ``feats_dim`` and
-``feats_type``.  It is written to a temporary sibling directory and renamed
-into place only when everything succeeded, so an existing output survives
-any error.
+``feats_type``.  It is written to a hidden staging directory beside it
+(``.<name>.tmp-<pid>-*``) and renamed into place only when everything
+succeeded, so an existing output survives any error; staging directories
+left by a killed run are removed by the next run on the same output.
+Utterances too short for one frame are skipped with a warning, as Kaldi's
+``compute-fbank-feats`` does.
 
 Example::
 
@@ -26,6 +29,8 @@ Example::
 import argparse
 import logging
 import multiprocessing
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -211,6 +216,15 @@ def read_audio(
     return samples * 32768.0
 
 
+def num_frames(num_samples: int, fs: int, config: FbankPitchConfig) -> int:
+    """Frames Kaldi's framing gives ``num_samples`` samples (``NumFrames``)."""
+    window = int(fs * 0.001 * config.frame_length)
+    shift = int(fs * 0.001 * config.frame_shift)
+    if config.snip_edges:
+        return 0 if num_samples < window else 1 + (num_samples - window) // shift
+    return (num_samples + shift // 2) // shift
+
+
 def split_jobs(items: Sequence, num_jobs: int) -> List[Sequence]:
     """Contiguous, nearly equal chunks, like Kaldi's ``utils/split_scp.pl``."""
     num_jobs = max(1, min(num_jobs, len(items)))
@@ -243,10 +257,23 @@ def dump_job(
             samples = read_audio(utt_id, path, segment, fs, resample, channel)
             if samples is None:
                 continue
-            features = compute_fbank_pitch(samples, fs, config)
+            # Checked before extraction: the pitch tracker needs a frame.
+            if num_frames(len(samples), fs, config) == 0:
+                logging.warning(
+                    "Utterance %s (%s) has %d samples, too few for one %g ms frame; "
+                    "skipping it.", utt_id, path, len(samples), config.frame_length
+                )
+                continue
+            try:
+                features = compute_fbank_pitch(samples, fs, config)
+            except Exception as exc:
+                raise DataDirError(
+                    f"Cannot compute fbank+pitch of utterance {utt_id!r} ({path}, "
+                    f"{len(samples)} samples): {type(exc).__name__}: {exc}"
+                ) from exc
             if len(features) == 0:
                 logging.warning(
-                    "%s (%s) is too short to give any frame; skipping it.", utt_id, path
+                    "Utterance %s (%s) is too short to give any frame; skipping it.", utt_id, path
                 )
                 continue
             # Kaldi scp offsets point just past "<key> " in the ark.
@@ -293,6 +320,49 @@ def filter_utterance_files(directory: Path, kept: Sequence[str], segmented: bool
         )
 
 
+_STAGING = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?[^-]*")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_staging(output_dir: Path) -> None:
+    """Remove staging directories of ``output_dir`` whose writer is gone.
+
+    ``.<name>.tmp-<pid>-*`` is an unfinished output; ``.<name>.old-<pid>-*`` a
+    previous output being replaced, put back if the run died before the new
+    output took its place. Directories of a live process are left alone.
+    """
+    if not output_dir.parent.is_dir():
+        return
+    for path in sorted(output_dir.parent.iterdir()):
+        match = _STAGING.fullmatch(path.name)
+        if not match or match["name"] != output_dir.name or not path.is_dir():
+            continue
+        pid = match["pid"]
+        if pid is not None and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        if match["kind"] == "old" and not output_dir.exists():
+            path.rename(output_dir)
+            logging.warning("Restored %s from %s, left by an interrupted run", output_dir, path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            logging.warning("Removed %s, left by an interrupted run", path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def dump_fbank_pitch(
     data_dir: Path,
     output_dir: Path,
@@ -307,7 +377,11 @@ def dump_fbank_pitch(
     data_dir, output_dir = Path(data_dir), Path(output_dir).absolute()
     utterances = load_utterances(data_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    clean_stale_staging(output_dir)
+    pid = os.getpid()
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-{pid}-", dir=output_dir.parent))
+    # mkdtemp makes it 0700; the output gets the permissions of a plain mkdir.
+    staging.chmod(0o777 & ~_umask())
     try:
         for item in data_dir.iterdir():
             if item.is_file() and item.name not in GENERATED_FILES:
@@ -344,7 +418,10 @@ def dump_fbank_pitch(
             )
         records = sorted((r for job_records in results for r in job_records), key=lambda r: r[0])
         if not records:
-            raise DataDirError(f"No utterance of {data_dir} produced any feature frame.")
+            raise DataDirError(
+                f"No utterance of {data_dir} produced any feature frame (all too short or "
+                "skipped segments; see the warnings above)."
+            )
         dim = config.feature_dim
         write_lines(staging / "feats.scp", [f"{utt} {value}" for utt, value, _ in records])
         write_lines(staging / "utt2num_frames", [f"{utt} {n}" for utt, _, n in records])
@@ -360,7 +437,7 @@ def dump_fbank_pitch(
         # one is complete.
         backup = None
         if output_dir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=output_dir.parent))
+            backup = Path(tempfile.mkdtemp(prefix=f".{name}.old-{pid}-", dir=output_dir.parent))
             backup.rmdir()
             output_dir.rename(backup)
         staging.rename(output_dir)

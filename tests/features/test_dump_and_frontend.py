@@ -1,5 +1,11 @@
 """dump_fbank_pitch (ESPnet dump layout) and FbankPitchFrontend."""
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import kaldiio
@@ -13,6 +19,8 @@ from espnet_gmot.bin import dump_fbank_pitch as dump
 from espnet_gmot.espnet.frontend import FbankPitchFrontend
 from espnet_gmot.features import FbankPitchConfig, compute_fbank_pitch
 from tests.features.conftest import FIXTURES
+
+REPO = Path(__file__).resolve().parents[2]
 
 UTTERANCES = {"utt_a": "mandarin1", "utt_b": "mandarin2", "utt_c": "short_tone"}
 
@@ -170,3 +178,118 @@ def test_missing_data_dir(tmp_path):
         dump.dump_fbank_pitch(
             tmp_path / "nothing", tmp_path / "o", 1, 16000, False, -1, FbankPitchConfig(), None
         )
+
+
+def _silence(path: Path, num_samples: int) -> Path:
+    soundfile.write(path, np.zeros(num_samples, dtype=np.int16), 16000, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.parametrize("num_samples", [0, 1, 399])
+def test_too_short_audio_is_skipped_by_name_before_extraction(tmp_path, caplog, num_samples):
+    """Less than one 25 ms frame (400 samples): skipped with a warning, like Kaldi."""
+    data = make_data_dir(tmp_path, {"utt_a": "mandarin1", "utt_b": "mandarin2"})
+    empty = _silence(tmp_path / "empty.wav", num_samples)
+    (data / "wav.scp").write_text(
+        f"utt_a {FIXTURES / 'mandarin1.wav'}\nutt_b {FIXTURES / 'mandarin2.wav'}\nutt_z {empty}\n")
+    (data / "text").write_text("utt_a a\nutt_b b\nutt_z z\n")
+    (data / "utt2spk").write_text("utt_a spk1\nutt_b spk1\nutt_z spk1\n")
+    output = tmp_path / "out"
+    run_dump(data, output)  # one job: the warning is logged in this process
+    assert "utt_z" in caplog.text and str(empty) in caplog.text and "skipping" in caplog.text
+    assert sorted(kaldiio.load_scp(str(output / "feats.scp"))) == ["utt_a", "utt_b"]
+    assert "utt_z" not in (output / "text").read_text()
+    assert "utt_z" not in (output / "spk2utt").read_text()
+
+
+def test_only_empty_audio_names_the_data_dir(tmp_path, caplog):
+    data = tmp_path / "data"
+    data.mkdir()
+    empty = _silence(tmp_path / "empty.wav", 0)
+    (data / "wav.scp").write_text(f"utt_z {empty}\n")
+    with pytest.raises(SystemExit):
+        run_dump(data, tmp_path / "out")
+    assert "utt_z" in caplog.text and str(empty) in caplog.text
+    assert f"No utterance of {data}" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "empty.wav"]
+
+
+def test_extraction_error_names_utterance_and_file(tmp_path, monkeypatch):
+    data = make_data_dir(tmp_path, {"utt_a": "mandarin1"})
+
+    def broken(*args, **kwargs):
+        raise ValueError("something inside the pitch tracker")
+
+    monkeypatch.setattr(dump, "compute_fbank_pitch", broken)
+    with pytest.raises(dump.DataDirError, match=r"'utt_a' \(.*mandarin1.wav.*pitch tracker"):
+        dump.dump_fbank_pitch(data, tmp_path / "o", 1, 16000, False, -1, FbankPitchConfig(), None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_has_the_permissions_of_a_plain_directory(tmp_path):
+    data = make_data_dir(tmp_path, {"utt_a": "mandarin1"})
+    old = os.umask(0o027)
+    try:
+        run_dump(data, tmp_path / "out")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "out").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777 == 0o750
+
+
+def _killed_staging(output: Path, kind: str) -> Path:
+    """What a run killed with SIGKILL leaves: a staging dir of a dead process."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    staging = output.parent / f".{output.name}.{kind}-{proc.stdout.strip()}-abc123"
+    (staging / "data").mkdir(parents=True)
+    (staging / "feats_type").write_text("fbank_pitch\n")
+    return staging
+
+
+def test_staging_left_by_a_killed_run_is_removed(tmp_path):
+    data = make_data_dir(tmp_path, {"utt_a": "mandarin1"})
+    output = tmp_path / "dump" / "train"
+    output.parent.mkdir()
+    stale = _killed_staging(output, "tmp")
+    legacy = output.parent / f".{output.name}.tmp-k3j_x9q"  # name used by earlier versions
+    legacy.mkdir()
+    other = output.parent / ".dev.tmp-1-abc"  # another output's: not ours to touch
+    other.mkdir()
+    live = output.parent / f".{output.name}.tmp-{os.getppid()}-abc"  # a live writer
+    live.mkdir()
+    run_dump(data, output)
+    assert sorted(p.name for p in output.parent.iterdir()) == sorted(
+        [".dev.tmp-1-abc", live.name, "train"])
+    assert sorted(kaldiio.load_scp(str(output / "feats.scp"))) == ["utt_a"]
+
+
+def test_output_replaced_by_a_killed_run_is_restored_first(tmp_path):
+    """Killed between moving the old output aside and moving the new one in."""
+    data = make_data_dir(tmp_path, {"utt_a": "mandarin1"})
+    output = tmp_path / "dump" / "train"
+    run_dump(data, output)
+    backup = _killed_staging(output, "old")
+    shutil.rmtree(backup)
+    output.rename(backup)
+    dump.clean_stale_staging(output)
+    assert sorted(kaldiio.load_scp(str(output / "feats.scp"))) == ["utt_a"]
+    assert sorted(p.name for p in output.parent.iterdir()) == ["train"]
+
+
+def test_sigkill_during_dump_then_rerun(tmp_path):
+    data = make_data_dir(tmp_path, {f"utt_{k}": "mandarin3" for k in range(40)})
+    output = tmp_path / "dump" / "train"
+    proc = subprocess.Popen([sys.executable, "-m", "espnet_gmot.bin.dump_fbank_pitch",
+                             str(data), str(output)], cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not list(output.parent.glob(".train.tmp-*/data/*.ark")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(output.parent.glob(".train.tmp-*")), "the run finished before it was killed"
+    assert not output.exists()
+    run_dump(data, output)
+    assert sorted(p.name for p in output.parent.iterdir()) == ["train"]
+    assert len(kaldiio.load_scp(str(output / "feats.scp"))) == 40
