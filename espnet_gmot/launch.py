@@ -9,10 +9,12 @@ Usage, like the interpreter itself::
 It installs an import hook that registers ``model: gmot`` and
 ``frontend: fbank_pitch`` the moment ``espnet2.tasks.asr`` is imported (the
 many small Python steps of asr.sh that never import it pay nothing), then runs
-the target. This module stays ``__main__`` while the target runs, so the workers
-that ESPnet starts with multiprocessing's ``spawn`` re-import it and get the
-hook too; asr.sh's own sub-commands (``espnet2.bin.launch`` workers, decoding
-jobs) are started with the same ``--python`` prefix.
+the target. Workers that ESPnet (or a script) starts with multiprocessing's
+``spawn`` re-import ``__main__``: with ``-m`` and ``-c`` this module stays
+``__main__``; a script runs in a ``__main__`` that workers re-import through
+:mod:`espnet_gmot._launch_script`, which installs the hook before re-running
+the script as ``__mp_main__``. asr.sh's own sub-commands (``espnet2.bin.launch``
+workers, decoding jobs) are started with the same ``--python`` prefix.
 """
 
 import importlib.abc
@@ -67,6 +69,38 @@ def install_hook() -> None:
 install_hook()
 
 
+def _run_script(argv) -> None:
+    """``python script.py args``, with a ``__main__`` that spawned workers re-import.
+
+    ``runpy.run_path`` would make the script's own module ``__main__``, which
+    spawned workers re-run as a file without this hook. Here ``__main__`` is a
+    fresh module named, for multiprocessing, :mod:`espnet_gmot._launch_script`:
+    workers import that (hook first), and it runs the script again as
+    ``__mp_main__``.
+    """
+    import importlib.util
+    import os
+    import types
+
+    path = os.path.abspath(argv[0])
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+    except OSError as err:
+        sys.exit(f"espnet_gmot.launch: can't open file {argv[0]!r}: {err.strerror}")
+    from espnet_gmot import _launch_script
+
+    os.environ[_launch_script.SCRIPT_ENV] = path
+    sys.argv = list(argv)
+    sys.path[0] = os.path.dirname(path)  # as the interpreter does for a script
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__spec__ = importlib.util.find_spec("espnet_gmot._launch_script")
+    module.__builtins__ = __builtins__
+    sys.modules["__main__"] = module
+    exec(compile(source, path, "exec"), module.__dict__)
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -91,8 +125,7 @@ def main(argv=None) -> None:
     elif argv[0].startswith("-"):
         sys.exit(f"espnet_gmot.launch: unsupported interpreter option {argv[0]!r}\n{_USAGE}")
     else:
-        sys.argv = argv
-        runpy.run_path(argv[0], run_name="__main__")
+        _run_script(argv)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Every step runs as ``python -m espnet_gmot.launch -m espnet2.bin.<x>``, the
 routing asr.sh gets from ``--python "python3 -m espnet_gmot.launch"``.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -125,6 +126,47 @@ def test_registration_reaches_spawned_workers(tmp_path):
                           capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
     assert "'gmot'" in done.stdout and "'fbank_pitch'" in done.stdout
+
+
+SPAWNING_SCRIPT = """
+import multiprocessing as mp
+import sys
+
+from tests.helpers.spawn_probe import registered_models
+import sibling_helper  # next to the script: sys.path[0] is the script's directory
+
+
+def own_worker(tag):  # defined in the script: pickled as __main__.own_worker
+    return tag, sibling_helper.VALUE, registered_models()
+
+
+if __name__ == "__main__":
+    ctx = mp.get_context(sys.argv[1])
+    with ctx.Pool(1) as pool:
+        print(pool.apply(own_worker, ("from-worker",)))
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_script_mode_registration_reaches_spawned_workers(tmp_path, method):
+    """``python -m espnet_gmot.launch script.py``: workers re-import the script's main."""
+    script = tmp_path / "scripts" / "spawning.py"
+    script.parent.mkdir()
+    script.write_text(SPAWNING_SCRIPT)
+    (script.parent / "sibling_helper.py").write_text("VALUE = 42\n")
+    repo = Path(__file__).parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "espnet_gmot.launch", str(script), method],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "'from-worker', 42" in done.stdout, done.stdout
+    assert "'gmot'" in done.stdout and "'fbank_pitch'" in done.stdout, done.stdout
+
+
+def test_script_mode_missing_script_is_named(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "espnet_gmot.launch", str(tmp_path / "nope.py")],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "nope.py" in done.stderr
 
 
 def test_launch_without_plugin_leaves_espnet_untouched():
