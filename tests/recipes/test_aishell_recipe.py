@@ -121,11 +121,19 @@ def make_espnet_root(root: Path) -> Path:
     return root
 
 
+# asr.sh's dump layout after its stages 3-4: the training and valid sets are
+# dumped into org/<set> (stage 3) and copied without too short or too long
+# utterances into <set> (stage 4); test sets are dumped directly into <set>.
+ORG_SETS = ("train_sp", "dev")
+
+
 def make_asr1(asr1: Path, audio: str = "flac", sets: Dict[str, str] = None) -> Path:
     """Stand-in egs2/aishell/asr1 after its stage 5: data/, dump/raw/, token list.
 
     ``audio="flac"``: wav.scp lists flac files by paths relative to the recipe
     dir (as asr.sh's stage 3 writes them); ``"flac.ark"``: ark offsets.
+    ``org/<set>`` of the training and valid sets holds a third utterance, one
+    that stage 4 filtered out of ``<set>``.
     """
     sets = sets or {"train_sp": "sp", "dev": "dv", "test": "ts"}
     rng = np.random.default_rng(0)
@@ -135,10 +143,11 @@ def make_asr1(asr1: Path, audio: str = "flac", sets: Dict[str, str] = None) -> P
     token_list.write_text("\n".join(["<blank>", "<unk>", *chars, "<sos/eos>"]) + "\n", encoding="utf-8")
     (asr1 / "data" / "train").mkdir(parents=True)
     for k, (dset, prefix) in enumerate(sets.items()):
+        stage3_dir = f"org/{dset}" if dset in ORG_SETS else dset
         entries = {}
-        for j in range(2):
+        for j in range(3 if dset in ORG_SETS else 2):
             utt = f"{prefix}spk{j}-{dset}{j:03d}"
-            rel = f"dump/raw/org/{dset}/data/format.1"
+            rel = f"dump/raw/{stage3_dir}/data/format.1"
             if audio == "flac":
                 (asr1 / rel).mkdir(parents=True, exist_ok=True)
                 t = np.arange(int(0.4 * 16000)) / 16000
@@ -148,7 +157,10 @@ def make_asr1(asr1: Path, audio: str = "flac", sets: Dict[str, str] = None) -> P
             else:
                 value = f"{rel}/data_wav.ark:{17 + 100 * j}"
             entries[utt] = (value, SENTENCES[(3 * k + j) % len(SENTENCES)])
-        write_kaldi_dir(asr1 / "dump" / "raw" / dset, entries)
+        write_kaldi_dir(asr1 / "dump" / "raw" / stage3_dir, entries)
+        if dset in ORG_SETS:
+            kept = dict(sorted(entries.items())[:2])
+            write_kaldi_dir(asr1 / "dump" / "raw" / dset, kept)
     return asr1
 
 
@@ -334,15 +346,44 @@ def test_fbank_pitch_dump_built_from_asr1_raw_dump(standin):
                          "--fbank_nj", "1")
     assert opts["feats_type"] == "fbank_pitch" and "audio_format" not in opts
     assert opts["asr_tag"] == "train_asr_gmot_fbank_pitch_zh_char_sp"
+    assert opts["eval_valid_set"] == "true"  # dev is among the test sets
     fbank = recipe / "dump" / "fbank_pitch"
     assert fbank.is_dir() and not fbank.is_symlink()  # written here, not into asr1
-    for dset in ("train_sp", "dev", "test"):
+    # Every directory asr.sh reads: train_sp and dev (stages 10-11), org/dev
+    # and test (stages 12-13, dev decoded unfiltered from org/).
+    for dset, utts in (("train_sp", 2), ("dev", 2), ("org/dev", 3), ("test", 2)):
         assert (fbank / dset / "feats_type").read_text().strip() == "fbank_pitch"
         assert (fbank / dset / "feats_dim").read_text().strip() == "83"
-        assert len((fbank / dset / "feats.scp").read_text().splitlines()) == 2
+        assert len((fbank / dset / "feats.scp").read_text().splitlines()) == utts, dset
         assert (fbank / dset / "text").read_text(encoding="utf-8") == \
             (asr1 / "dump" / "raw" / dset / "text").read_text(encoding="utf-8")
+    assert not (fbank / "org" / "train_sp").exists()  # asr.sh never reads it
     assert listing(asr1) == before
+
+    # Without dev among the test sets asr.sh decodes only test: no org/ needed.
+    shutil.rmtree(fbank)
+    run(["./run.sh", "--feats_type", "fbank_pitch", "--python", sys.executable, "--fbank_nj", "1",
+         "--test_sets", "test"], recipe)
+    opts = final_options(recipe)
+    assert (opts["test_sets"], opts["eval_valid_set"]) == ("test", "false")
+    assert sorted(p.name for p in fbank.iterdir()) == ["dev", "test", "train_sp"]
+
+
+def test_run_checks_the_directories_asr_sh_reads(standin):
+    """asr.sh decodes a valid set among the test sets from org/<valid_set>."""
+    _, asr1, recipe = standin
+    run(["local/setup.sh"], recipe)
+    (asr1 / "dump" / "raw" / "org" / "dev" / "feats_type").unlink()
+    proc = run(["./run.sh", "--python", sys.executable], recipe, check=False)
+    assert proc.returncode != 0
+    assert "dump/raw/org/dev/feats_type not found" in proc.stderr, proc.stderr
+    assert not (recipe / "asr_sh_args.txt").exists()
+    for args in (["--test_sets", "test"], ["--test_sets", "test test"]):
+        run(["./run.sh", "--python", sys.executable, *args], recipe)
+        assert final_options(recipe)["eval_valid_set"] == "false"
+    proc = run(["./run.sh", "--python", sys.executable, "--test_sets", "test",
+                "--eval_valid_set", "true"], recipe, check=False)
+    assert proc.returncode != 0 and "dump/raw/org/dev/feats_type not found" in proc.stderr
 
 
 def test_ark_raw_dump_detected_and_fbank_dump_refused(tmp_path):
@@ -439,23 +480,14 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
     bert = make_tiny_bert(tmp_path / "tiny_bert", hidden_size=32)
     espnet = make_espnet_root(tmp_path / "espnet")
     asr1 = espnet / "egs2" / "aishell" / "asr1"
-    for dset, src in (("train_sp", "train"), ("dev", "valid"), ("test", "valid")):
+    for dset, src in (("train_sp", "train"), ("dev", "valid"), ("org/dev", "valid"), ("test", "valid")):
         shutil.copytree(corpus[src], asr1 / "dump" / "raw" / dset)
         (asr1 / "dump" / "raw" / dset / "feats_type").write_text("raw\n")
     (asr1 / "data" / "zh_token_list" / "char").mkdir(parents=True)
     shutil.copy(corpus["token_list"], asr1 / "data" / "zh_token_list" / "char" / "tokens.txt")
     recipe = copy_recipe(espnet / "egs2" / "aishell" / "asr_gmot")
 
-    # A tiny GM-OT config derived from the recipe's: same model_conf keys.
-    config = load_conf("train_asr_gmot.yaml")
-    config["encoder_conf"].update(output_size=32, attention_heads=2, linear_units=64,
-                                  num_blocks=2, cnn_module_kernel=3)
-    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
-    config["model_conf"]["transfer_conf"]["plm_dim"] = 32
-    config["model_conf"]["transfer_conf"].update(outer_iter=3, inner_iter=50)
-    config.update(frontend_conf={"n_fft": 512, "hop_length": 128}, max_epoch=1,
-                  batch_type="folded", batch_size=4, accum_grad=1, keep_nbest_models=1,
-                  num_workers=0, use_tensorboard=False, num_att_plot=0)
+    config = tiny_recipe_config(bert)
     (recipe / "conf" / "train_asr_gmot_tiny.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
 
     opts = setup_and_run(recipe, "--asr_config", "conf/train_asr_gmot_tiny.yaml",
@@ -530,7 +562,10 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
     # the criterion of the recipe's config gives the model run.sh decodes with
     assert (recipe / exp / opts["inference_asr_model"]).exists()
 
-    # stage 12: decoding with the recipe's CTC greedy config
+    # stage 12: decoding with the recipe's CTC greedy config; dev is among the
+    # test sets, so asr.sh decodes it from org/dev
+    assert opts["eval_valid_set"] == "true"
+    valid_dir = f"dump/raw/org/{opts['valid_set']}"
     out = recipe / exp / "decode_test" / "output.1"
     run([*python, "-m", "espnet2.bin.asr_inference", "--batch_size", "1", "--ngpu", "0",
          "--data_path_and_name_and_type", f"{valid_dir}/wav.scp,speech,{sound}",
@@ -540,3 +575,86 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
     hyps = (out / "1best_recog" / "text").read_text(encoding="utf-8").splitlines()
     refs = (recipe / valid_dir / "text").read_text(encoding="utf-8").splitlines()
     assert sorted(h.split()[0] for h in hyps) == sorted(r.split()[0] for r in refs)
+
+
+# ------------------------------ 5. ESPnet's real asr.sh, when available ----
+
+ESPNET_ROOT_ENV = "ESPNET_GMOT_ESPNET_ROOT"
+_REAL_ROOT = os.environ.get(ESPNET_ROOT_ENV, "")
+
+
+def tiny_recipe_config(bert: Path) -> dict:
+    """A tiny GM-OT config derived from the recipe's: same model_conf keys."""
+    config = load_conf("train_asr_gmot.yaml")
+    config["encoder_conf"].update(output_size=32, attention_heads=2, linear_units=64,
+                                  num_blocks=2, cnn_module_kernel=3)
+    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
+    config["model_conf"]["transfer_conf"]["plm_dim"] = 32
+    config["model_conf"]["transfer_conf"].update(outer_iter=3, inner_iter=50)
+    config.update(frontend_conf={"n_fft": 512, "hop_length": 128}, max_epoch=1,
+                  batch_type="folded", batch_size=4, accum_grad=1, keep_nbest_models=1,
+                  num_workers=0, use_tensorboard=False, num_att_plot=0)
+    return config
+
+
+@pytest.mark.skipif(
+    not (Path(_REAL_ROOT) / "egs2/TEMPLATE/asr1/utils/parse_options.sh").is_file(),
+    reason=f"set {ESPNET_ROOT_ENV} to an ESPnet checkout (egs2/TEMPLATE/asr1 with Kaldi's "
+           "utils/) to run the real asr.sh",
+)
+def test_real_asr_sh_fbank_pitch_stages_10_to_13(tmp_path):
+    """run.sh --feats_type fbank_pitch through ESPnet's own asr.sh, stages 10-13.
+
+    The asr1 experiment has asr.sh's dump layout (org/ of stage 3, the filtered
+    copies of stage 4); run.sh dumps fbank+pitch without Kaldi, and asr.sh must
+    train, then decode and score dev (from org/dev) and test. ``--python`` is a
+    recorder, so every Python command asr.sh runs is checked to go through
+    espnet_gmot.launch.
+    """
+    corpus = make_tiny_corpus(tmp_path / "corpus")
+    bert = make_tiny_bert(tmp_path / "tiny_bert", hidden_size=32)
+    asr1 = tmp_path / "asr1"
+    raw = asr1 / "dump" / "raw"
+    layout = {"org/train_sp": "train", "train_sp": "train", "org/dev": "valid", "dev": "valid",
+              "test": "valid"}
+    for dset, src in layout.items():
+        shutil.copytree(corpus[src], raw / dset)
+        (raw / dset / "feats_type").write_text("raw\n")
+    # stage 4 dropped an utterance of dev that org/dev (what asr.sh decodes) keeps
+    for name in ("wav.scp", "text", "utt2spk"):
+        lines = (raw / "dev" / name).read_text(encoding="utf-8").splitlines()
+        (raw / "dev" / name).write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")
+    (raw / "dev" / "spk2utt").unlink()
+    token_dir = asr1 / "data" / "zh_token_list" / "char"
+    token_dir.mkdir(parents=True)
+    shutil.copy(corpus["token_list"], token_dir / "tokens.txt")
+    recipe = copy_recipe(tmp_path / "asr_gmot")
+    (recipe / "conf" / "tiny.yaml").write_text(
+        yaml.safe_dump(tiny_recipe_config(bert), allow_unicode=True))
+    recorder = tmp_path / "python_recorder"
+    calls = tmp_path / "python_calls.txt"
+    recorder.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {sys.executable} "$@"\n')
+    recorder.chmod(0o755)
+
+    run(["local/setup.sh", "--espnet_root", _REAL_ROOT, "--asr1_dir", asr1], recipe)
+    proc = run(["./run.sh", "--feats_type", "fbank_pitch", "--asr_config", "conf/tiny.yaml",
+                "--python", recorder, "--fbank_nj", "1", "--ngpu", "0", "--nj", "2",
+                "--inference_nj", "2"], recipe, check=False)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-6000:]}"
+
+    fbank = recipe / "dump" / "fbank_pitch"
+    for dset in ("train_sp", "dev", "org/dev", "test"):
+        assert (fbank / dset / "feats_type").read_text().strip() == "fbank_pitch", dset
+    exp = recipe / "exp" / "asr_tiny_fbank_pitch_zh_char_sp"
+    tag = "decode_asr_ctc_greedy_asr_model_valid.cer_ctc.ave"
+    for dset, utts in (("org/dev", 4), ("test", 4)):
+        hyps = (exp / tag / dset / "text").read_text(encoding="utf-8").splitlines()
+        assert len(hyps) == utts, dset
+        assert (exp / tag / dset / "score_cer" / "result.txt").is_file(), dset
+    assert (exp / "RESULTS.md").is_file()
+    # run.sh's own pre-step runs the dump module directly; all of asr.sh's go through launch
+    commands = [c for c in calls.read_text().splitlines()
+                if not c.startswith("-m espnet_gmot.bin.dump_fbank_pitch ")]
+    assert any("espnet2.bin.asr_train" in c for c in commands)
+    assert any("espnet2.bin.asr_inference" in c for c in commands)
+    assert all(c.startswith("-m espnet_gmot.launch ") for c in commands), commands

@@ -40,6 +40,8 @@
 #   --inference_config [conf/decode_asr_ctc_greedy.yaml]
 #   --inference_asr_model [valid.cer_ctc.ave.pth]
 #   --train_set [train] --valid_set [dev] --test_sets ["dev test"]
+#   --eval_valid_set [false] decode the valid set even if not in --test_sets
+#                           (asr.sh decodes it from <dumpdir>/<feats>/org/<valid_set>)
 #   --speed_perturb_factors ["0.9 1.0 1.1"]  as asr1: asr.sh then trains on train_sp
 #   --dumpdir [dump] --expdir [exp]
 set -euo pipefail
@@ -72,13 +74,14 @@ inference_asr_model=valid.cer_ctc.ave.pth
 train_set=train
 valid_set=dev
 test_sets="dev test"
+eval_valid_set=false
 speed_perturb_factors="0.9 1.0 1.1"
 dumpdir=dump
 expdir=exp
 
 own_options="stage stop_stage method asr_config asr_tag asr_args asr_stats_dir feats_type"
 own_options+=" frontend audio_format plm_cache plm plm_cache_opts fbank_nj python"
-own_options+=" inference_config inference_asr_model train_set valid_set test_sets"
+own_options+=" inference_config inference_asr_model train_set valid_set test_sets eval_valid_set"
 own_options+=" speed_perturb_factors dumpdir expdir"
 passthrough=()
 while [ $# -gt 0 ]; do
@@ -134,6 +137,10 @@ case "${plm_cache}" in
     true|false) ;;
     *) die "--plm_cache ${plm_cache}: choose true or false" ;;
 esac
+case "${eval_valid_set}" in
+    true|false) ;;
+    *) die "--eval_valid_set ${eval_valid_set}: choose true or false" ;;
+esac
 
 if [ ! -L asr.sh ] || [ ! -e asr.sh ] || [ ! -e utils/parse_options.sh ] || [ ! -e "${dumpdir}" ]; then
     die "this recipe is not set up: run local/setup.sh --espnet_root <ESPnet checkout> [--asr1_dir <aishell asr1>] first"
@@ -151,6 +158,25 @@ if [ -n "${speed_perturb_factors}" ]; then
     sp=_sp
 fi
 train_dump="${train_set}${sp}"  # asr.sh's own naming of the perturbed set
+
+# The dump directories asr.sh reads, under ${dumpdir}/<feats_type>/, as asr.sh
+# itself derives them: stages 10-11 read the training and valid sets; stages
+# 12-13 decode and score each test set once, except that a valid set among the
+# test sets (or --eval_valid_set true) is decoded from org/<valid_set>, the
+# unfiltered copy written by its stage 3, and its results land in
+# <inference tag>/org/<valid_set>/.
+decode_dsets=
+for dset in ${test_sets}; do
+    if [ "${dset}" = "${valid_set}" ]; then
+        eval_valid_set=true
+    elif [[ " ${decode_dsets} " != *" ${dset} "* ]]; then
+        decode_dsets+="${dset} "
+    fi
+done
+if "${eval_valid_set}"; then
+    decode_dsets="org/${valid_set} ${decode_dsets}"
+fi
+asr_dsets="${train_dump} ${valid_set} ${decode_dsets% }"
 data_feats="${dumpdir}/${feats_type}"
 feats_desc="${feats_type}"
 if [ "${frontend}" = fbank_pitch ]; then
@@ -159,13 +185,13 @@ fi
 
 # ------------------------------------ Kaldi-free fbank+pitch dump (opt.) ----
 if [ "${feats_type}" = fbank_pitch ]; then
-    for dset in "${train_dump}" "${valid_set}" ${test_sets}; do
+    for dset in ${asr_dsets}; do
         [ -f "${data_feats}/${dset}/feats_type" ] && continue
         if [ -L "${data_feats}" ]; then
-            die "${data_feats} (a link to asr1's dump) has no ${dset}; complete it in asr1, or use --feats_type raw --frontend fbank_pitch"
+            die "${data_feats} (a link to asr1's dump) has no ${dset}, which asr.sh reads; complete it in asr1, or use --feats_type raw --frontend fbank_pitch"
         fi
         src="${dumpdir}/raw/${dset}"
-        [ -f "${src}/wav.scp" ] || die "${data_feats}/${dset} is missing and there is no ${src}/wav.scp to compute it from"
+        [ -f "${src}/wav.scp" ] || die "${data_feats}/${dset} (read by asr.sh) is missing and there is no ${src}/wav.scp to compute it from"
         first="$(head -n 1 "${src}/wav.scp")"
         entry="${first#* }"
         if [[ "${entry}" == *"|"* ]] || [[ "${entry}" =~ \.ark:[0-9]+$ ]] || [ ! -f "${entry}" ]; then
@@ -177,8 +203,8 @@ if [ "${feats_type}" = fbank_pitch ]; then
     done
 fi
 
-for dset in "${train_dump}" "${valid_set}" ${test_sets}; do
-    [ -f "${data_feats}/${dset}/feats_type" ] || die "${data_feats}/${dset}/feats_type not found: asr1's dump lacks ${dset} (check --feats_type, --speed_perturb_factors and the sets)"
+for dset in ${asr_dsets}; do
+    [ -f "${data_feats}/${dset}/feats_type" ] || die "${data_feats}/${dset}/feats_type not found, which asr.sh reads: asr1's dump lacks ${dset} (check --feats_type, --speed_perturb_factors and the sets; org/${valid_set} is where asr.sh decodes the valid set from)"
 done
 
 if [ "${feats_type}" = raw ] && [ -z "${audio_format}" ]; then
@@ -271,6 +297,7 @@ log "asr.sh: ${asr_config} -> ${expdir}/asr_${asr_tag}"
     --train_set "${train_set}" \
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \
+    --eval_valid_set "${eval_valid_set}" \
     --speed_perturb_factors "${speed_perturb_factors}" \
     --dumpdir "${dumpdir}" \
     --expdir "${expdir}" \

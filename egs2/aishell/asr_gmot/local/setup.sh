@@ -4,16 +4,18 @@
 # experiment, so that `./run.sh --stage 10` starts at collect-stats.
 #
 # Usage (from the recipe directory, egs2/aishell/asr_gmot):
-#     local/setup.sh [--espnet_root DIR] [--asr1_dir DIR] [--dsets "train_sp dev test"]
+#     local/setup.sh [--espnet_root DIR] [--asr1_dir DIR] [--dsets "train_sp dev org/dev test"]
 #
 #   --espnet_root  ESPnet git checkout (default: $ESPNET_ROOT, else the checkout
 #                  this recipe sits in, i.e. ../../.. when that has
 #                  egs2/TEMPLATE/asr1/asr.sh).
 #   --asr1_dir     AISHELL-1 experiment to reuse, run at least to its stage 5
 #                  (default: <espnet_root>/egs2/aishell/asr1).
-#   --dsets        dump sets that must exist in asr1 (default "train_sp dev test":
+#   --dsets        dump sets that must exist in asr1 (default "train_sp dev org/dev test":
 #                  asr.sh names the training set train_sp when
-#                  --speed_perturb_factors is given, as in asr1's run.sh).
+#                  --speed_perturb_factors is given, as in asr1's run.sh, and
+#                  decodes a valid set that is among the test sets from
+#                  org/<valid_set>, the unfiltered copy of its stage 3).
 #
 # Creates, in the recipe directory (nothing outside it):
 #     asr.sh db.sh pyscripts scripts utils steps -> <espnet_root>/egs2/TEMPLATE/asr1/*
@@ -41,7 +43,7 @@ usage() {
 recipe_dir="$(cd "$(dirname "$0")/.." && pwd)"
 espnet_root="${ESPNET_ROOT:-}"
 asr1_dir=
-dsets="train_sp dev test"
+dsets="train_sp dev org/dev test"
 
 while [ $# -gt 0 ]; do
     case "$1" in
