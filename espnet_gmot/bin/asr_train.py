@@ -2,7 +2,8 @@
 """ESPnet's `espnet2.bin.asr_train` with the espnet-gmot plugin registered.
 
 Same arguments as ESPnet's; adds `model: gmot` and `frontend: fbank_pitch`, and
-refuses to start when a `plm_states` cache misses an utterance of the data.
+refuses to start when a `plm_states` cache (given on the command line or in the
+--config yaml) misses an utterance of the data or was made from other transcripts.
 """
 
 import sys

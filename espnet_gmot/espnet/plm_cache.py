@@ -194,7 +194,11 @@ def write_plm_cache(
             ) from None
         wanted = dict(
             format=FORMAT_VERSION,
-            plm=str(teacher.name_or_path),
+            # A local directory absolutely, so that the refusal's command works anywhere.
+            plm=(
+                str(Path(teacher.name_or_path).resolve())
+                if Path(teacher.name_or_path).is_dir() else str(teacher.name_or_path)
+            ),
             plm_fingerprint=teacher.fingerprint(),
             plm_model_type=str(getattr(teacher.model.config, "model_type", "")),
             hidden_size=teacher.hidden_size,

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import kaldiio
@@ -252,3 +253,31 @@ def test_dump_command_line(tmp_path, bert, other_bert):
     empty.mkdir()
     no_plm = dump("--text", text, "--plm", empty, "--output_dir", tmp_path / "o3")
     assert no_plm.returncode != 0 and f"--plm '{empty}'" in no_plm.stderr and "it is empty" in no_plm.stderr
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_cache(tmp_path, bert):
+    from tests.helpers.tiny_asr import SENTENCES as CORPUS
+
+    utts = {f"u{k:03d}": CORPUS[k % len(CORPUS)][: 1 + k % 5] + CORPUS[(3 * k) % len(CORPUS)] for k in range(150)}
+    text = write_text(tmp_path / "text", utts)
+    args = ["--text", text, "--plm", bert, "--batch_size", 1, "--shard_size", 2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "espnet_gmot.bin.dump_plm_states", *map(str, args), "--output_dir", str(out)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    while process.poll() is None and not (out / "shards" / "states.1.scp").exists():
+        time.sleep(0.005)
+    process.kill()
+    process.wait()
+    interrupted = process.returncode == -9
+    assert dump(*args, "--output_dir", out).returncode == 0
+    assert dump(*args, "--output_dir", tmp_path / "whole").returncode == 0
+    resumed = dict(kaldiio.load_scp(str(out / "plm_states.scp")))
+    whole = dict(kaldiio.load_scp(str(tmp_path / "whole" / "plm_states.scp")))
+    assert sorted(resumed) == sorted(whole) == sorted(utts)
+    for utt in utts:
+        np.testing.assert_array_equal(resumed[utt], whole[utt])
+    assert not list(out.rglob("*.tmp"))
+    assert interrupted, "the dump finished before it could be killed; make the text longer"
