@@ -11,9 +11,7 @@ for a plain ``python script.py``), making the script's functions picklable.
 import os
 import runpy
 
-import espnet_gmot.launch  # noqa: F401  (installs the hook on import)
-
-SCRIPT_ENV = "ESPNET_GMOT_LAUNCH_SCRIPT"
+from espnet_gmot.launch import SCRIPT_ENV  # importing it installs the hook
 
 if __name__ == "__mp_main__" and os.environ.get(SCRIPT_ENV):
     globals().update(runpy.run_path(os.environ[SCRIPT_ENV], run_name="__mp_main__"))

@@ -23,6 +23,8 @@ import runpy
 import sys
 
 _HOOKED_MODULE = "espnet2.tasks.asr"
+# The script that spawned workers re-run (see espnet_gmot._launch_script).
+SCRIPT_ENV = "ESPNET_GMOT_LAUNCH_SCRIPT"
 _USAGE = "usage: python3 -m espnet_gmot.launch (-m module | -c code | script.py) [args ...]"
 
 
@@ -88,9 +90,7 @@ def _run_script(argv) -> None:
             source = f.read()
     except OSError as err:
         sys.exit(f"espnet_gmot.launch: can't open file {argv[0]!r}: {err.strerror}")
-    from espnet_gmot import _launch_script
-
-    os.environ[_launch_script.SCRIPT_ENV] = path
+    os.environ[SCRIPT_ENV] = path
     sys.argv = list(argv)
     sys.path[0] = os.path.dirname(path)  # as the interpreter does for a script
     module = types.ModuleType("__main__")
