@@ -122,8 +122,11 @@ def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) ->
         if found.get(key) != wanted[key]
     ]
     if differing:
+        def shown(value):  # a fingerprint's first 12 digits identify it well enough to read
+            return repr(value[:12] + "...") if isinstance(value, str) and len(value) == 64 else repr(value)
+
         described = ", ".join(
-            f"{key} {found.get(key)!r} there, {wanted[key]!r} now" for key in differing
+            f"{key} {shown(found.get(key))} there, {shown(wanted[key])} now" for key in differing
         )
         raise PLMCacheError(
             f"The PLM-state cache {output_dir} was made from --plm {found.get('plm')!r} "
