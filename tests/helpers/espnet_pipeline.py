@@ -1,7 +1,9 @@
 """Drive ESPnet's own entry points the way asr.sh stages 10-13 do, for the tests.
 
 Every step is a subprocess of ``python -m espnet_gmot.launch -m espnet2.bin.<x>``,
-the same routing as asr.sh's ``--python "python3 -m espnet_gmot.launch"``.
+the same routing as asr.sh's ``--python "python3 -m espnet_gmot.launch"``;
+``command`` replaces that prefix (e.g. another environment's
+``[python, "-m", "espnet_gmot.bin.asr_train"]``), ``cwd`` the directory.
 """
 
 import os
@@ -15,13 +17,14 @@ import editdistance
 LAUNCH = [sys.executable, "-m", "espnet_gmot.launch", "-m"]
 
 
-def run(module: str, args: Sequence[str], log: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+def run(module: str, args: Sequence[str], log: Path, command: Optional[Sequence[str]] = None,
+        cwd: Optional[Path] = None, env: Optional[Dict[str, str]] = None) -> None:
+    cmd = [*(command if command is not None else [*LAUNCH, module]), *map(str, args)]
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     with open(log, "w") as out:
-        proc = subprocess.run([*LAUNCH, module, *map(str, args)], stdout=out,
-                              stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     if proc.returncode != 0:
-        raise AssertionError(f"{module} failed ({proc.returncode}); log {log}:\n"
+        raise AssertionError(f"{cmd[:3]} {module} failed ({proc.returncode}); log {log}:\n"
                              + Path(log).read_text()[-4000:])
 
 
@@ -31,7 +34,7 @@ def data_args(split: str, data_dir: Path, extra: Sequence[str] = ()) -> List[str
             *[a for entry in extra for a in (option, entry)]]
 
 
-def collect_stats(exp: Path, config: Path, corpus: Dict[str, Path]) -> Path:
+def collect_stats(exp: Path, config: Path, corpus: Dict[str, Path], **how) -> Path:
     """asr.sh stage 10: shapes and feature statistics (one job)."""
     stats = exp / "stats"
     run("espnet2.bin.asr_train", [
@@ -41,16 +44,15 @@ def collect_stats(exp: Path, config: Path, corpus: Dict[str, Path]) -> Path:
         "--train_shape_file", corpus["train"] / "wav.scp",
         "--valid_shape_file", corpus["valid"] / "wav.scp",
         *data_args("train", corpus["train"]), *data_args("valid", corpus["valid"]),
-    ], exp / "collect_stats.log")
+    ], exp / "collect_stats.log", **how)
     return stats
 
 
-def train(exp: Path, config: Path, corpus: Dict[str, Path], stats: Path,
-          extra_train: Sequence[str] = (), extra_valid: Sequence[str] = (),
-          extra_args: Sequence[str] = ()) -> Path:
-    """asr.sh stage 11 (one process)."""
-    out = exp / "model"
-    run("espnet2.bin.asr_train", [
+def train_args(out: Path, config: Path, corpus: Dict[str, Path], stats: Path,
+               extra_train: Sequence[str] = (), extra_valid: Sequence[str] = (),
+               extra_args: Sequence[str] = ()) -> List[str]:
+    """The arguments of asr.sh's stage-11 ``asr_train`` call (CPU, ``--ngpu 0``)."""
+    return [str(a) for a in [
         "--use_preprocessor", "true", "--token_type", "char",
         "--token_list", corpus["token_list"], "--config", config,
         "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats}/train/feats_stats.npz",
@@ -60,12 +62,23 @@ def train(exp: Path, config: Path, corpus: Dict[str, Path], stats: Path,
         *data_args("train", corpus["train"], extra_train),
         *data_args("valid", corpus["valid"], extra_valid),
         *extra_args,
-    ], exp / "train.log")
+    ]]
+
+
+def train(exp: Path, config: Path, corpus: Dict[str, Path], stats: Path,
+          extra_train: Sequence[str] = (), extra_valid: Sequence[str] = (),
+          extra_args: Sequence[str] = (), **how) -> Path:
+    """asr.sh stage 11 (one process)."""
+    out = exp / "model"
+    run("espnet2.bin.asr_train",
+        train_args(out, config, corpus, stats, extra_train, extra_valid, extra_args),
+        exp / "train.log", **how)
     return out
 
 
 def decode(exp: Path, model_dir: Path, data_dir: Path, name: str,
-           decode_config: Optional[Path] = None, model_file: str = "valid.loss.best.pth") -> Dict[str, str]:
+           decode_config: Optional[Path] = None, model_file: str = "valid.loss.best.pth",
+           **how) -> Dict[str, str]:
     """asr.sh stage 12 (one job): CTC decoding with Speech2Text; returns hyps."""
     out = exp / f"decode_{name}"
     args = [
@@ -78,7 +91,7 @@ def decode(exp: Path, model_dir: Path, data_dir: Path, name: str,
         args += ["--config", decode_config]
     else:
         args += ["--beam_size", "1", "--ctc_weight", "1.0", "--lm_weight", "0.0"]
-    run("espnet2.bin.asr_inference", args, exp / f"decode_{name}.log")
+    run("espnet2.bin.asr_inference", args, exp / f"decode_{name}.log", **how)
     return read_text(out / "1best_recog" / "text")
 
 
