@@ -11,22 +11,27 @@ loss_fun="square_loss", epsilon, alpha, solver="PGD")``:
 where ``constC[i, k] = sum_i' C1[i, i']^2 a_i' + sum_k' C2[k, k']^2 b_k'`` is the
 square-loss decomposition of Peyre et al. (2016, Prop. 1): one step costs
 ``O(n m (n + m))`` and no ``n x n x m x m`` tensor is ever formed. Unlike POT,
-each inner Sinkhorn starts from the previous step's duals; the inner problem has
-a unique solution, so this changes the number of iterations, not the result.
+each inner Sinkhorn starts from the previous step's duals (the first one from
+epsilon scaling, see :mod:`espnet_gmot.ot.sinkhorn`); the inner problem has a
+unique solution, so this changes the number of iterations, not the result.
 """
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
+from espnet_gmot.ot.costs import Lengths
+from espnet_gmot.ot.host import to_host
 from espnet_gmot.ot.sinkhorn import (
+    DEFAULT_CHECK_EVERY,
     Marginals,
     TransportResult,
-    check_lengths,
+    annealing_stages,
     check_solver_options,
+    finish_result,
+    prepare_problem,
     sinkhorn,
     solve_scaling,
-    working_dtype,
 )
 
 
@@ -56,8 +61,8 @@ def fused_gromov_wasserstein(
     cost: torch.Tensor,
     source_structure: torch.Tensor,
     target_structure: torch.Tensor,
-    source_lengths: Optional[torch.Tensor] = None,
-    target_lengths: Optional[torch.Tensor] = None,
+    source_lengths: Optional[Lengths] = None,
+    target_lengths: Optional[Lengths] = None,
     *,
     epsilon: float = 0.1,
     gw_weight: float = 0.5,
@@ -67,19 +72,23 @@ def fused_gromov_wasserstein(
     outer_tol: float = 0.0,
     gradient: str = "envelope",
     overrelaxation: float = 1.0,
+    check_every: int = DEFAULT_CHECK_EVERY,
+    epsilon_scaling: bool = True,
+    check_finite: bool = True,
+    setting: Optional[Dict[str, object]] = None,
 ) -> TransportResult:
     """Entropic FGW between padded batches of graphs.
 
     Minimises, per item, over couplings ``P`` with uniform marginals,
     ``(1 - gw_weight) <M, P> + gw_weight * sum L(C1[i,i'], C2[k,k']) P[i,k] P[i',k']
-    - epsilon H(P)`` with ``L(x, y) = (x - y)^2``.
+    - epsilon H(P)`` with ``L(x, y) = (x - y)^2`` (METHOD.md's ``E(g)``, GM-OT).
 
     Args:
         cost: ``(B, n, m)`` node cost ``M``.
         source_structure: ``(B, n, n)`` symmetric edge cost ``C1`` (GM-OT ``D_A``).
         target_structure: ``(B, m, m)`` symmetric edge cost ``C2`` (GM-OT ``D_L``).
         source_lengths, target_lengths: ``(B,)`` valid sizes; ``None`` = unpadded.
-        epsilon: entropic regularisation.
+        epsilon: entropic regularisation, finite and > 0.
         gw_weight: weight ``alpha`` of the Gromov-Wasserstein (edge) term, in
             ``[0, 1]``; 0 reduces exactly to :func:`sinkhorn` on ``cost``.
         outer_iter: number of mirror-descent steps (POT's ``max_iter``).
@@ -87,9 +96,11 @@ def fused_gromov_wasserstein(
         tol: inner tolerance on the column-marginal violation (POT's ``stopThr``).
         outer_tol: an item stops once its plan moves by less than this (Frobenius
             norm) in one step; POT checks the same quantity every 10th step.
-            0 runs exactly ``outer_iter`` steps.
+            0 runs exactly ``outer_iter`` steps (and reads nothing per step).
         gradient: ``"envelope"`` (plan constant in backward) or ``"unrolled"``.
         overrelaxation: ``omega`` of the inner over-relaxed Sinkhorn (1 = POT's).
+        check_every, epsilon_scaling, check_finite, setting: as in :func:`sinkhorn`
+            (epsilon scaling applies to the first, cold, inner solve).
 
     Returns:
         :class:`TransportResult` whose ``value`` is the FGW objective without
@@ -112,7 +123,7 @@ def fused_gromov_wasserstein(
         raise ValueError(f"gw_weight must lie in [0, 1], got {gw_weight}")
     if outer_iter < 1:
         raise ValueError(f"outer_iter must be >= 1, got {outer_iter}")
-    check_solver_options(epsilon, inner_iter, tol, gradient, overrelaxation)
+    check_solver_options(epsilon, inner_iter, tol, gradient, overrelaxation, check_every)
     if gw_weight == 0.0:
         return sinkhorn(
             cost,
@@ -123,66 +134,76 @@ def fused_gromov_wasserstein(
             tol=tol,
             gradient=gradient,
             overrelaxation=overrelaxation,
+            check_every=check_every,
+            epsilon_scaling=epsilon_scaling,
+            check_finite=check_finite,
+            setting=setting,
         )
 
-    source_lengths = check_lengths("source_lengths", source_lengths, batch, n, cost.device)
-    target_lengths = check_lengths("target_lengths", target_lengths, batch, m, cost.device)
-    dtype = working_dtype(cost.dtype)
-    zero = torch.zeros((), dtype=dtype, device=cost.device)
     with torch.autocast(device_type=cost.device.type, enabled=False):
-        marginals = Marginals.uniform(source_lengths, target_lengths, n, m, dtype)
-        mask = marginals.pair_mask
-        source_square = marginals.source_mask[:, :, None] & marginals.source_mask[:, None, :]
-        target_square = marginals.target_mask[:, :, None] & marginals.target_mask[:, None, :]
-        work_cost = torch.where(mask, cost.to(dtype), zero)
-        work_source = torch.where(source_square, source_structure.to(dtype), zero)
-        work_target = torch.where(target_square, target_structure.to(dtype), zero)
-
+        problem = prepare_problem(
+            cost, source_lengths, target_lengths, check_finite,
+            structures=(("source_structure", source_structure),
+                        ("target_structure", target_structure)),
+        )
+        marginals = problem.marginals
+        work_source, work_target = problem.structures
         constant = _square_loss_constant(work_source, work_target, marginals)
+        stages = 0
+        if epsilon_scaling:
+            # A bound on the range of the first step's cost G_0: the square-loss
+            # term lies in [-2 s1 s2, s1^2 + s2^2] for entries bounded by s1, s2.
+            s1, s2 = problem.structure_max
+            bound = (1.0 - gw_weight) * problem.cost_range + 2.0 * gw_weight * (s1 + s2) ** 2
+            stages = annealing_stages(bound, epsilon, inner_iter)
         with torch.set_grad_enabled(gradient == "unrolled" and torch.is_grad_enabled()):
-            inputs = (work_cost, work_source, work_target, constant)
+            inputs = (problem.cost, work_source, work_target, constant)
             if gradient == "envelope":
                 inputs = tuple(t.detach() for t in inputs)
-            plan, n_iter, n_outer = _mirror_descent(
+            plan, item_iters, n_outer = _mirror_descent(
                 *inputs, marginals, epsilon, gw_weight, outer_iter, inner_iter, tol,
-                outer_tol, overrelaxation,
+                outer_tol, overrelaxation, check_every, stages,
             )
 
         gw_term = _gw_tensor_product(constant, work_source, work_target, plan)
-        value = (1.0 - gw_weight) * (work_cost * plan).sum((1, 2)) + gw_weight * (
+        value = (1.0 - gw_weight) * (problem.cost * plan).sum((1, 2)) + gw_weight * (
             gw_term * plan
         ).sum((1, 2))
-        error = marginals.column_error(plan.detach())
-    return TransportResult(
-        plan=plan.to(cost.dtype),
-        value=value.to(cost.dtype),
-        n_iter=n_iter,
-        marginal_error=error,
-        n_outer=n_outer,
-    )
+        described = dict(epsilon=epsilon, gw_weight=gw_weight, **(setting or {}))
+        described.update(
+            outer_iter=outer_iter, inner_iter=inner_iter, tol=tol, overrelaxation=overrelaxation
+        )
+        return finish_result(
+            problem, plan, value, item_iters, cost.dtype, tol, described, n_outer=n_outer
+        )
 
 
 def _mirror_descent(
     cost, source_structure, target_structure, constant, marginals, epsilon, gw_weight,
-    outer_iter, inner_iter, tol, outer_tol, overrelaxation,
+    outer_iter, inner_iter, tol, outer_tol, overrelaxation, check_every, anneal_stages,
 ):
+    """Returns the plan, each item's total inner iterations (device) and the
+    number of outer steps run."""
     plan = marginals.source_mass[:, :, None] * marginals.target_mass[:, None, :]
     active = torch.ones(plan.size(0), dtype=torch.bool, device=plan.device)
+    item_iters = torch.zeros(plan.size(0), dtype=torch.long, device=plan.device)
     source_dual = target_dual = None
-    n_iter = n_outer = 0
+    n_outer = 0
     for _ in range(outer_iter):
         gradient = (1.0 - gw_weight) * cost + gw_weight * 2.0 * _gw_tensor_product(
             constant, source_structure, target_structure, plan
         )
-        next_plan, source_dual, target_dual, used = solve_scaling(
+        solved = solve_scaling(
             gradient, marginals, epsilon, inner_iter, tol, source_dual, target_dual,
-            overrelaxation,
+            overrelaxation, check_every, anneal_stages,
         )
-        n_iter += used
+        source_dual, target_dual = solved.source_dual, solved.target_dual
+        item_iters = item_iters + torch.where(active, solved.item_iters, 0)
         n_outer += 1
-        change = torch.linalg.vector_norm(next_plan - plan, dim=(1, 2))
-        plan = torch.where(active[:, None, None], next_plan, plan)
-        active = active & (change >= outer_tol)
-        if not bool(active.any()):
-            break
-    return plan, n_iter, n_outer
+        change = torch.linalg.vector_norm(solved.plan.detach() - plan.detach(), dim=(1, 2))
+        plan = torch.where(active[:, None, None], solved.plan, plan)
+        if outer_tol > 0:
+            active = active & ~(change < outer_tol)
+            if not to_host(active.any()):
+                break
+    return plan, item_iters, n_outer

@@ -11,20 +11,64 @@ an iteration costs about as much as POT's exp-domain Sinkhorn while staying as
 safe as its log-domain one (no underflow for small ``epsilon``). Duals can be
 passed in to warm-start a solve; the fused Gromov-Wasserstein solver uses that
 across its outer steps, where the cost changes little from one step to the next.
+
+The iteration loop stays on the device: every per-item decision (freezing a
+converged item, refusing a step that would leave the scalings' safe range,
+flagging a kernel rebuild) is a masked tensor operation, and the host reads a
+value only every ``check_every`` iterations (to stop, or rebuild) and once at the
+end, all through :func:`espnet_gmot.ot.host.to_host`.
+
+A cold solve first anneals epsilon (Kosowsky and Yuille, 1994; Schmitzer, 2019;
+GeomLoss's and OTT-JAX's epsilon scaling): exact log-domain iterations at
+``epsilon * 2^k`` for ``k`` from about ``log2(cost range / epsilon)`` down to 1,
+then the iterations at ``epsilon`` itself. The problem and its solution are
+unchanged; only the starting point of the last phase is better, which is what
+makes stiff costs (the temporal prior at small epsilon) converge in the budget.
 """
 
+import math
+import warnings
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from espnet_gmot.ot.costs import full_lengths, length_mask
+from espnet_gmot.ot.costs import (
+    InputCheck,
+    Lengths,
+    check_lengths,
+    length_mask,
+    working_dtype,
+)
+from espnet_gmot.ot.host import to_host
 
 GRADIENT_MODES = ("envelope", "unrolled")
 
 # Scalings outside [1/bound, bound] are folded into the duals and the kernel is
-# rebuilt; this keeps every kernel-vector product far from over- and underflow.
-_SCALING_BOUND = 1e6
+# rebuilt at the next check point; this keeps kernel-vector products far from
+# over- and underflow.
+_LOG_SCALING_BOUND = math.log(1e6)
+# Between check points a step whose scalings would leave [1/limit, limit] is not
+# taken (the item waits for the rebuild): products stay finite in float32.
+_LOG_SCALING_LIMIT = math.log(1e12)
+
+# Host reads every this many iterations. Measured (bench/bench_ot.py
+# --check-every, 2 CPU cores): a read costs nothing on CPU, and 10 wastes at most
+# 9 iterations of an item-frozen batch (about 2% of a 200-iteration solve), while
+# on a GPU, where an iteration of the papers' batch is a few kernel launches
+# (tens of microseconds), one read per iteration would idle the device each time.
+DEFAULT_CHECK_EVERY = 10
+
+# A solve counts as unconverged when an item's column-marginal error exceeds
+# both ``tol`` and this share of the marginal's own L2 norm, ``||b|| = 1/sqrt(m)``.
+UNCONVERGED_RELATIVE_ERROR = 1e-3
+
+
+class ConvergenceWarning(UserWarning):
+    """An OT solve ended at its iteration cap far from its marginals."""
+
+
+_WARNED_SETTINGS = set()
 
 
 @dataclass
@@ -34,9 +78,12 @@ class TransportResult:
     Attributes:
         plan: ``(B, n, m)`` coupling, zero on padded cells, in the input dtype.
         value: ``(B,)`` transport objective *without* the entropy term.
-        n_iter: Sinkhorn iterations run (over all outer steps for FGW).
+        n_iter: Sinkhorn iterations run (the most of any item, annealing
+            included; over all outer steps for FGW).
         marginal_error: ``(B,)`` L2 norm of ``plan^T 1 - b`` (rows are exact).
         n_outer: mirror-descent steps run (0 for plain Sinkhorn).
+        unconverged: items whose marginal error stayed above
+            ``max(tol, 1e-3 ||b||)`` (0 for a converged solve).
     """
 
     plan: torch.Tensor
@@ -44,6 +91,7 @@ class TransportResult:
     n_iter: int
     marginal_error: torch.Tensor
     n_outer: int = 0
+    unconverged: int = 0
 
 
 @dataclass
@@ -66,11 +114,12 @@ class Marginals:
     ) -> "Marginals":
         source_mask = length_mask(source_lengths, n)
         target_mask = length_mask(target_lengths, m)
+        # clamp: masses of an invalid (empty) item stay finite until it is reported
         return cls(
             source_mask=source_mask,
             target_mask=target_mask,
-            source_mass=source_mask.to(dtype) / source_lengths.to(dtype)[:, None],
-            target_mass=target_mask.to(dtype) / target_lengths.to(dtype)[:, None],
+            source_mass=source_mask.to(dtype) / source_lengths.clamp_min(1).to(dtype)[:, None],
+            target_mass=target_mask.to(dtype) / target_lengths.clamp_min(1).to(dtype)[:, None],
         )
 
     @property
@@ -82,45 +131,184 @@ class Marginals:
         return torch.linalg.vector_norm(plan.sum(1) - self.target_mass, dim=1)
 
 
-def working_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything else (fp16, bf16, fp32) solves in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+@dataclass
+class PaddedProblem:
+    """Checked inputs in the working dtype, padding zeroed (shared by both solvers)."""
+
+    marginals: Marginals
+    cost: torch.Tensor  # (B, n, m)
+    structures: Tuple[torch.Tensor, ...]  # FGW's (B, n, n), (B, m, m); () for OT
+    source_lengths: torch.Tensor
+    target_lengths: torch.Tensor
+    cost_range: float  # largest max - min of an item's valid costs
+    structure_max: Tuple[float, ...]  # largest |entry| of each structure
 
 
-def check_lengths(
-    name: str, lengths: Optional[torch.Tensor], batch: int, max_len: int, device
-) -> torch.Tensor:
-    """Validate ``lengths`` against a padded size; ``None`` means unpadded."""
-    if lengths is None:
-        return full_lengths(batch, max_len, device)
-    if lengths.dim() != 1 or lengths.size(0) != batch:
-        raise ValueError(
-            f"{name} must have shape ({batch},), one length per batch item; "
-            f"got {tuple(lengths.shape)}"
+def prepare_problem(
+    cost: torch.Tensor,
+    source_lengths: Optional[Lengths],
+    target_lengths: Optional[Lengths],
+    check_finite: bool,
+    structures: Sequence[Tuple[str, torch.Tensor]] = (),
+) -> PaddedProblem:
+    """Check the inputs (one host read) and cast them to the working dtype.
+
+    Call with autocast disabled. Padded cells are replaced by zeros *before* any
+    arithmetic, so whatever they hold (nan, inf) reaches no result or gradient.
+    """
+    batch, n, m = cost.shape
+    check = InputCheck()
+    source_lengths = check_lengths("source_lengths", source_lengths, batch, n, cost.device, check)
+    target_lengths = check_lengths("target_lengths", target_lengths, batch, m, cost.device, check)
+    dtype = working_dtype(cost.dtype)
+    zero = torch.zeros((), dtype=dtype, device=cost.device)
+    marginals = Marginals.uniform(source_lengths, target_lengths, n, m, dtype)
+    mask = marginals.pair_mask
+    work_cost = torch.where(mask, cost.to(dtype), zero)
+    squares = {
+        "source": marginals.source_mask[:, :, None] & marginals.source_mask[:, None, :],
+        "target": marginals.target_mask[:, :, None] & marginals.target_mask[:, None, :],
+    }
+    work_structures = tuple(
+        torch.where(squares[side], structure.to(dtype), zero)
+        for side, (_, structure) in zip(("source", "target"), structures)
+    )
+    if check_finite:
+        check.add_finite("cost", work_cost)
+        for (name, _), work in zip(structures, work_structures):
+            check.add_finite(name, work)
+    detached = work_cost.detach()
+    top = detached.masked_fill(~mask, float("-inf")).amax((1, 2))
+    bottom = detached.masked_fill(~mask, float("inf")).amin((1, 2))
+    check.add_value("cost_range", (top - bottom).max() if batch else zero)
+    for i, work in enumerate(work_structures):
+        check.add_value(f"structure_max{i}", work.detach().abs().amax() if batch else zero)
+    extra = check.read()
+    return PaddedProblem(
+        marginals=marginals,
+        cost=work_cost,
+        structures=work_structures,
+        source_lengths=source_lengths,
+        target_lengths=target_lengths,
+        cost_range=extra["cost_range"],
+        structure_max=tuple(extra[f"structure_max{i}"] for i in range(len(structures))),
+    )
+
+
+def annealing_stages(cost_range: float, epsilon: float, max_iter: int) -> int:
+    """How many epsilon-doubling stages a cold solve starts with (0: none).
+
+    Enough for the first stage's epsilon to reach the cost range (where the
+    kernel is smooth and one exact iteration lands near the optimum), and at most
+    a third of the iteration budget.
+    """
+    if not math.isfinite(cost_range) or cost_range <= epsilon:
+        return 0
+    return max(0, min(math.ceil(math.log2(cost_range / epsilon)), (max_iter - 1) // 3))
+
+
+def finish_result(
+    problem: PaddedProblem,
+    plan: torch.Tensor,
+    value: torch.Tensor,
+    item_iters: torch.Tensor,
+    out_dtype: torch.dtype,
+    tol: float,
+    setting: Dict[str, object],
+    n_outer: int = 0,
+) -> TransportResult:
+    """The result in the caller's dtype, and the one host read at a solve's end.
+
+    Reads the iteration count and the convergence summary together; warns once
+    per process and setting when an item ended far from its marginals.
+    """
+    marginals = problem.marginals
+    error = marginals.column_error(plan.detach())
+    norm_b = torch.linalg.vector_norm(marginals.target_mass, dim=1)
+    threshold = torch.clamp(UNCONVERGED_RELATIVE_ERROR * norm_b, min=tol)
+    # nan counts as unconverged: `>` is False for it, `~(<=)` is not.
+    unconverged = ~(error <= threshold)
+    relative = torch.where(unconverged, error / norm_b.clamp_min(1e-30), -1.0)
+    worst = relative.nan_to_num(float("inf")).argmax() if plan.size(0) else None
+    if worst is None:
+        summary = [0.0, 0.0, 0.0, 0.0, 0.0]
+    else:
+        summary = to_host(
+            torch.stack(
+                (
+                    item_iters.max().to(torch.float64),
+                    unconverged.sum().to(torch.float64),
+                    error[worst].to(torch.float64),
+                    problem.source_lengths[worst].to(torch.float64),
+                    problem.target_lengths[worst].to(torch.float64),
+                )
+            )
         )
-    if lengths.dtype.is_floating_point:
-        raise ValueError(f"{name} must be an integer tensor, got {lengths.dtype}")
-    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > max_len):
-        raise ValueError(
-            f"{name} must lie in [1, {max_len}] (empty items have no transport "
-            f"plan); got min {int(lengths.min())}, max {int(lengths.max())}"
+    n_iter, n_unconverged = int(summary[0]), int(summary[1])
+    if n_unconverged:
+        warn_unconverged(
+            setting, n_unconverged, plan.size(0), summary[2], int(summary[3]),
+            int(summary[4]), n_iter, problem.cost_range,
         )
-    return lengths.to(device)
+    return TransportResult(
+        plan=plan.to(out_dtype),
+        value=value.to(out_dtype),
+        n_iter=n_iter,
+        marginal_error=error,
+        n_outer=n_outer,
+        unconverged=n_unconverged,
+    )
+
+
+def warn_unconverged(
+    setting: Dict[str, object],
+    count: int,
+    batch: int,
+    worst_error: float,
+    frames: int,
+    tokens: int,
+    iterations: int,
+    cost_range: float,
+) -> None:
+    """Warn once per process and setting that couplings are not transport plans."""
+    key = tuple(sorted(setting.items()))
+    if key in _WARNED_SETTINGS:
+        return
+    _WARNED_SETTINGS.add(key)
+    named = ", ".join(f"{name}={value}" for name, value in setting.items())
+    warnings.warn(
+        f"optimal transport did not converge: {count} of {batch} items still miss "
+        f"their token marginal after {iterations} Sinkhorn iterations (worst: "
+        f"L2 error {worst_error:.3g} on {frames} frames x {tokens} tokens; cost "
+        f"range {cost_range:.3g}) with {named}. Their couplings are not transport "
+        f"plans. Raise the iteration budget (inner_iter / max_iter) or epsilon, or "
+        f"lower the cost's scale (temporal_weight); overrelaxation 1.5-1.9 also "
+        f"speeds up stiff problems. Shown once per setting.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
 
 
 def check_solver_options(
-    epsilon: float, max_iter: int, tol: float, gradient: str, overrelaxation: float = 1.0
+    epsilon: float,
+    max_iter: int,
+    tol: float,
+    gradient: str,
+    overrelaxation: float = 1.0,
+    check_every: int = DEFAULT_CHECK_EVERY,
 ):
-    if not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    if not (isinstance(epsilon, (int, float)) and 0 < epsilon < math.inf):
+        raise ValueError(f"epsilon must be > 0 and finite, got {epsilon}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    if tol < 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
+    if not 0 <= tol < math.inf:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol}")
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
     if not 1.0 <= overrelaxation < 2.0:
         raise ValueError(f"overrelaxation must lie in [1, 2), got {overrelaxation}")
+    if not (isinstance(check_every, int) and check_every >= 1):
+        raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
 
 
 def _masked_logsumexp(
@@ -163,6 +351,18 @@ def _log_domain_update(
     return source_dual, target_dual
 
 
+@dataclass
+class ScalingSolve:
+    """What :func:`solve_scaling` returns; the duals represent the plan and can
+    warm-start the next solve."""
+
+    plan: torch.Tensor
+    source_dual: torch.Tensor
+    target_dual: torch.Tensor
+    item_iters: torch.Tensor  # (B,) iterations each item ran (device, no host read)
+    steps: int  # iterations the batch ran (host)
+
+
 def solve_scaling(
     cost: torch.Tensor,
     marginals: Marginals,
@@ -172,31 +372,46 @@ def solve_scaling(
     source_dual: Optional[torch.Tensor] = None,
     target_dual: Optional[torch.Tensor] = None,
     overrelaxation: float = 1.0,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    check_every: int = DEFAULT_CHECK_EVERY,
+    anneal_stages: int = 0,
+) -> ScalingSolve:
     """Stabilised Sinkhorn on a zero-padded cost; the engine of both solvers.
 
     Args:
         cost: ``(B, n, m)`` finite cost, zero on padded cells, working dtype.
         marginals: masses and masks of the batch.
         epsilon: entropic regularisation.
-        max_iter: maximum number of iterations.
-        tol: stop an item once the L2 norm of its column-marginal violation is
-            below ``tol``; the batch stops when every item has.
+        max_iter: maximum number of iterations (annealing stages included).
+        tol: an item is frozen once the L2 norm of its column-marginal violation
+            is below ``tol``; the batch stops at the first check point where
+            every item is frozen.
         source_dual, target_dual: optional warm-start duals ``(B, n)``, ``(B, m)``.
         overrelaxation: ``omega`` of over-relaxed Sinkhorn (Thibault et al.,
             2017): ``u <- u^(1 - omega) (a / K v)^omega``; 1 is plain Sinkhorn.
-
-    Returns:
-        ``(plan, source_dual, target_dual, n_iter)``; the returned duals
-        represent the returned plan and can warm-start the next solve.
+        check_every: iterations between host reads (stop / rebuild decisions).
+        anneal_stages: epsilon-scaling stages of a cold start, see the module
+            docstring; each item runs ``ceil(log2(its cost range / epsilon))`` of
+            them (at most this many), the last ones, so its path does not depend
+            on the other items of the batch. Ignored on a warm start.
     """
     mask = marginals.pair_mask
     a, b = marginals.source_mass, marginals.target_mass
     source_mask, target_mask = marginals.source_mask, marginals.target_mask
+    batch = a.size(0)
+    item_iters = torch.zeros(batch, dtype=torch.long, device=a.device)
+    steps = 0
+    warm = source_dual is not None or target_dual is not None
     if source_dual is None:
         source_dual = torch.zeros_like(a)
     if target_dual is None:
         target_dual = torch.zeros_like(b)
+
+    if anneal_stages > 0 and not warm:
+        source_dual, target_dual, used = _anneal(
+            cost, marginals, mask, source_dual, target_dual, epsilon, anneal_stages
+        )
+        item_iters += used
+        steps += anneal_stages
 
     def rebuild(f, g, active):
         # Frozen items keep their duals: the kernel then represents their plan
@@ -205,43 +420,82 @@ def solve_scaling(
         f = torch.where(active[:, None], f_next, f)
         g = torch.where(active[:, None], g_next, g)
         exponent = (f[:, :, None] + g[:, None, :] - cost) / epsilon
-        kernel = torch.where(mask, torch.exp(exponent), torch.zeros_like(exponent))
-        return f, g, kernel, target_mask.to(cost.dtype)
+        # Padded cells are masked *inside* the exp: exp of garbage would give a
+        # nan gradient through the where (0 * inf) in unrolled mode.
+        kernel = torch.exp(torch.where(mask, exponent, float("-inf")))
+        return f, g, kernel
 
-    active = torch.ones(a.size(0), dtype=torch.bool, device=a.device)
+    ones_u, ones_v = source_mask.to(cost.dtype), target_mask.to(cost.dtype)
+    active = torch.ones(batch, dtype=torch.bool, device=a.device)
     # After a rebuild the kernel itself is the plan: both scalings are one.
-    source_dual, target_dual, kernel, v = rebuild(source_dual, target_dual, active)
-    u = source_mask.to(cost.dtype)
-    n_iter = 1
-    while n_iter < max_iter:
+    source_dual, target_dual, kernel = rebuild(source_dual, target_dual, active)
+    u, v = ones_u, ones_v
+    item_iters += 1
+    steps += 1
+    needs_rebuild = torch.zeros_like(active)
+    since_check = 0
+    while steps < max_iter:
         kv = torch.bmm(kernel, v[:, :, None]).squeeze(2)
-        u = _relax(u, a / torch.where(source_mask, kv, torch.ones_like(kv)), overrelaxation)
-        ktu = torch.bmm(kernel.transpose(1, 2), u[:, :, None]).squeeze(2)
+        u_next = _relax(u, a / torch.where(source_mask, kv, 1.0), overrelaxation)
+        ktu = torch.bmm(kernel.transpose(1, 2), u_next[:, :, None]).squeeze(2)
         error = torch.linalg.vector_norm(v * ktu - b, dim=1)
-        n_iter += 1
-        active = error >= tol
-        if not bool(active.any()):
-            break
+        v_next = _relax(v, b / torch.where(target_mask, ktu, 1.0), overrelaxation)
+        was_active = active
         # Converged items are frozen, so an item's result does not depend on the
-        # other items of its batch.
-        v_next = _relax(v, b / torch.where(target_mask, ktu, torch.ones_like(ktu)), overrelaxation)
-        v = torch.where(active[:, None], v_next, v)
-        if not _scalings_bounded(u, v, source_mask, target_mask):
-            if bool(torch.isfinite(u).all() and torch.isfinite(v).all()):
+        # other items of its batch. (nan error: not converged.)
+        active = active & ~(error.detach() < tol)
+        item_iters += was_active
+        steps += 1
+        since_check += 1
+        spread = torch.maximum(
+            _log_spread(u_next, source_mask), _log_spread(v_next, target_mask)
+        )
+        within_limit = spread < _LOG_SCALING_LIMIT
+        u = torch.where((was_active & within_limit)[:, None], u_next, u)
+        v = torch.where((active & within_limit)[:, None], v_next, v)
+        needs_rebuild = needs_rebuild | (was_active & ~(spread < _LOG_SCALING_BOUND))
+        if since_check >= check_every and steps < max_iter:
+            since_check = 0
+            any_active, any_rebuild = to_host(torch.stack((active.any(), needs_rebuild.any())))
+            if not any_active:
+                break
+            if any_rebuild:
                 source_dual, target_dual = _absorb(
                     source_dual, target_dual, u, v, marginals, epsilon
                 )
-            source_dual, target_dual, kernel, v = rebuild(source_dual, target_dual, active)
-            u = source_mask.to(cost.dtype)
-            n_iter += 1
+                source_dual, target_dual, kernel = rebuild(source_dual, target_dual, active)
+                u, v = ones_u, ones_v
+                needs_rebuild = torch.zeros_like(active)
+                item_iters += active
+                steps += 1
     # End on a row update, so that rows are exact whichever way the loop stopped.
     kv = torch.bmm(kernel, v[:, :, None]).squeeze(2)
-    u = a / torch.where(source_mask, kv, torch.ones_like(kv))
+    u = a / torch.where(source_mask, kv, 1.0)
     plan = u[:, :, None] * kernel * v[:, None, :]
-    source_dual, target_dual = _absorb(
-        source_dual, target_dual, u, v, marginals, epsilon
-    )
-    return plan, source_dual, target_dual, n_iter
+    source_dual, target_dual = _absorb(source_dual, target_dual, u, v, marginals, epsilon)
+    return ScalingSolve(plan, source_dual, target_dual, item_iters, steps)
+
+
+def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages):
+    """Exact log-domain iterations at ``epsilon * 2^k``, ``k = stages .. 1``.
+
+    Item ``b`` takes part in the last ``K_b = ceil(log2(range_b / epsilon))`` of
+    them (clamped to ``[0, stages]``): it starts where its kernel is smooth,
+    whatever the other items' ranges. Returns the duals and ``K_b``.
+    """
+    detached = cost.detach()
+    top = detached.masked_fill(~mask, float("-inf")).amax((1, 2))
+    bottom = detached.masked_fill(~mask, float("inf")).amin((1, 2))
+    wanted = torch.ceil(torch.log2((top - bottom).clamp_min(epsilon) / epsilon))
+    item_stages = torch.nan_to_num(wanted, nan=0.0).clamp(0, stages).long()
+    for k in range(stages):
+        taking_part = (stages - k <= item_stages)[:, None]
+        f_next, g_next = _log_domain_update(
+            cost, marginals, mask, source_dual, target_dual, epsilon * 2.0 ** (stages - k)
+        )
+        source_dual = torch.where(taking_part, f_next, source_dual)
+        target_dual = torch.where(taking_part, g_next, target_dual)
+    return source_dual, target_dual, item_stages
 
 
 def _relax(previous: torch.Tensor, update: torch.Tensor, omega: float) -> torch.Tensor:
@@ -249,16 +503,18 @@ def _relax(previous: torch.Tensor, update: torch.Tensor, omega: float) -> torch.
     stiff problems such as the temporal prior's."""
     if omega == 1.0:
         return update
-    return previous.clamp_min(1e-38) ** (1.0 - omega) * update**omega
+    # Padded entries are 0 in both: keep them 0 without a pow of 0 (its gradient
+    # 0^(negative) is inf, and inf * 0 a nan gradient in unrolled mode).
+    valid = previous > 0
+    safe_previous = torch.where(valid, previous, 1.0)
+    return torch.where(valid, safe_previous ** (1.0 - omega) * update**omega, update)
 
 
-def _scalings_bounded(u, v, source_mask, target_mask) -> bool:
-    u = torch.where(source_mask, u, torch.ones_like(u))
-    v = torch.where(target_mask, v, torch.ones_like(v))
-    low, high = 1.0 / _SCALING_BOUND, _SCALING_BOUND
-    return bool(
-        (u.min() > low) & (u.max() < high) & (v.min() > low) & (v.max() < high)
-    )
+def _log_spread(scaling: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``max |log scaling|`` over each item's valid entries (``inf``/nan if one is
+    zero, infinite or nan), on the device."""
+    scaling = torch.where(valid, scaling.detach(), 1.0)
+    return torch.log(scaling).abs().amax(1)
 
 
 def _absorb(f, g, u, v, marginals: Marginals, epsilon: float):
@@ -270,14 +526,18 @@ def _absorb(f, g, u, v, marginals: Marginals, epsilon: float):
 
 def sinkhorn(
     cost: torch.Tensor,
-    source_lengths: Optional[torch.Tensor] = None,
-    target_lengths: Optional[torch.Tensor] = None,
+    source_lengths: Optional[Lengths] = None,
+    target_lengths: Optional[Lengths] = None,
     *,
     epsilon: float = 0.1,
     max_iter: int = 1000,
     tol: float = 1e-9,
     gradient: str = "envelope",
     overrelaxation: float = 1.0,
+    check_every: int = DEFAULT_CHECK_EVERY,
+    epsilon_scaling: bool = True,
+    check_finite: bool = True,
+    setting: Optional[Dict[str, object]] = None,
 ) -> TransportResult:
     """Entropic OT with uniform masses over a batch of padded cost matrices.
 
@@ -290,8 +550,9 @@ def sinkhorn(
     Args:
         cost: ``(B, n, m)`` costs; any floating dtype (solved in float32, or in
             float64 for float64 input, with autocast disabled).
-        source_lengths, target_lengths: ``(B,)`` valid sizes; ``None`` = unpadded.
-        epsilon: entropic regularisation (TOT's alpha~).
+        source_lengths, target_lengths: ``(B,)`` valid sizes (integer tensors or
+            sequences of ints) in ``[1, n]`` and ``[1, m]``; ``None`` = unpadded.
+        epsilon: entropic regularisation (TOT's alpha~), finite and > 0.
         max_iter: maximum Sinkhorn iterations.
         tol: tolerance on the L2 norm of the column-marginal violation.
         gradient: ``"envelope"`` (default): the plan is a constant in the
@@ -299,35 +560,41 @@ def sinkhorn(
             ``"unrolled"``: autodiff through the iterations.
         overrelaxation: ``omega`` in ``[1, 2)`` of over-relaxed Sinkhorn; 1 (the
             default) is POT's iteration. The solution does not change.
+        check_every: iterations between the host reads that stop the loop (the
+            only synchronisations of the loop); the result does not depend on it.
+        epsilon_scaling: anneal epsilon on a cold start (see the module
+            docstring); the solution does not change, only the iterations needed.
+        check_finite: refuse nan/inf in valid cells with a ``ValueError`` naming
+            the item. ``False`` lets them through to a nan result (what an AMP
+            grad scaler needs to skip a step).
+        setting: extra entries named in the non-convergence warning.
 
     Returns:
-        :class:`TransportResult` with ``value = <C, P>``.
+        :class:`TransportResult` with ``value = <C, P>``. Warns
+        (:class:`ConvergenceWarning`, once per setting) when an item ends far
+        from its marginals.
     """
     if cost.dim() != 3:
         raise ValueError(f"cost must be (batch, n, m), got shape {tuple(cost.shape)}")
-    check_solver_options(epsilon, max_iter, tol, gradient, overrelaxation)
-    batch, n, m = cost.shape
-    source_lengths = check_lengths("source_lengths", source_lengths, batch, n, cost.device)
-    target_lengths = check_lengths("target_lengths", target_lengths, batch, m, cost.device)
-    dtype = working_dtype(cost.dtype)
+    check_solver_options(epsilon, max_iter, tol, gradient, overrelaxation, check_every)
     with torch.autocast(device_type=cost.device.type, enabled=False):
-        marginals = Marginals.uniform(source_lengths, target_lengths, n, m, dtype)
-        mask = marginals.pair_mask
-        work_cost = torch.where(mask, cost.to(dtype), torch.zeros((), dtype=dtype, device=cost.device))
+        problem = prepare_problem(cost, source_lengths, target_lengths, check_finite)
+        work_cost = problem.cost
+        stages = annealing_stages(problem.cost_range, epsilon, max_iter) if epsilon_scaling else 0
         with torch.set_grad_enabled(gradient == "unrolled" and torch.is_grad_enabled()):
-            plan, _, _, n_iter = solve_scaling(
+            solved = solve_scaling(
                 work_cost if gradient == "unrolled" else work_cost.detach(),
-                marginals,
+                problem.marginals,
                 epsilon,
                 max_iter,
                 tol,
                 overrelaxation=overrelaxation,
+                check_every=check_every,
+                anneal_stages=stages,
             )
-        value = (work_cost * plan).sum((1, 2))
-        error = marginals.column_error(plan.detach())
-    return TransportResult(
-        plan=plan.to(cost.dtype),
-        value=value.to(cost.dtype),
-        n_iter=n_iter,
-        marginal_error=error,
-    )
+        value = (work_cost * solved.plan).sum((1, 2))
+        described = dict(epsilon=epsilon, gw_weight=0.0, **(setting or {}))
+        described.update(max_iter=max_iter, tol=tol, overrelaxation=overrelaxation)
+        return finish_result(
+            problem, solved.plan, value, solved.item_iters, cost.dtype, tol, described
+        )

@@ -1,0 +1,130 @@
+"""The solvers' loops stay on the device: host reads only at check points.
+
+On CPU a synchronisation is invisible, so the solvers route every host read
+through ``espnet_gmot.ot.host.to_host``, which counts them; on CUDA the same is
+enforced with ``torch.cuda.set_sync_debug_mode("error")``.
+"""
+
+import math
+
+import pytest
+import torch
+
+from espnet_gmot.ot import fused_gromov_wasserstein, sinkhorn, temporal_cost
+from espnet_gmot.ot.host import HOST_READS
+from tests.ot.problems import make_problem, pad_batch
+
+# one read for the input checks, one at the end of the solve
+FIXED_READS = 2
+
+
+def reads_during(fn):
+    before = HOST_READS.count
+    result = fn()
+    return result, HOST_READS.count - before
+
+
+def stiff_batch(dtype=torch.float64, kind="monotone"):
+    shapes = [(60, 12), (35, 7), (48, 20), (9, 4)]
+    problems = [make_problem(n, m, kind, seed=s, dtype=dtype) for s, (n, m) in enumerate(shapes)]
+    return pad_batch(problems)
+
+
+@pytest.mark.parametrize("check_every", [1, 5, 25])
+def test_sinkhorn_reads_the_host_once_per_check(check_every):
+    cost, _, _, n_len, m_len = stiff_batch(kind="random")
+    result, reads = reads_during(
+        lambda: sinkhorn(cost, n_len, m_len, epsilon=0.02, tol=1e-10, max_iter=5000,
+                         check_every=check_every)
+    )
+    assert result.marginal_error.max() < 1e-10
+    assert result.n_iter > 50  # enough iterations for the bound to mean something
+    assert reads <= math.ceil(result.n_iter / check_every) + FIXED_READS
+    if check_every == 25:
+        assert reads < result.n_iter / 10
+
+
+@pytest.mark.parametrize("check_every", [1, 10])
+def test_fgw_reads_the_host_once_per_check_of_each_inner_solve(check_every):
+    cost, c1, c2, n_len, m_len = stiff_batch(kind="random")
+    result, reads = reads_during(
+        lambda: fused_gromov_wasserstein(
+            cost, c1, c2, n_len, m_len, epsilon=0.05, gw_weight=0.3, outer_iter=6,
+            inner_iter=5000, tol=1e-9, check_every=check_every,
+        )
+    )
+    assert result.n_outer == 6
+    # each inner solve may end between check points: one partial window per step
+    assert reads <= math.ceil(result.n_iter / check_every) + result.n_outer + FIXED_READS
+
+
+def test_outer_tolerance_costs_one_read_per_outer_step():
+    cost, c1, c2, n_len, m_len = stiff_batch(kind="random")
+    kwargs = dict(epsilon=0.1, gw_weight=0.3, outer_iter=8, inner_iter=5000, tol=1e-9,
+                  check_every=10)
+    fixed, fixed_reads = reads_during(
+        lambda: fused_gromov_wasserstein(cost, c1, c2, n_len, m_len, **kwargs)
+    )
+    early, early_reads = reads_during(
+        lambda: fused_gromov_wasserstein(cost, c1, c2, n_len, m_len, outer_tol=1e-30, **kwargs)
+    )
+    assert early.n_outer == fixed.n_outer == 8
+    assert early_reads <= fixed_reads + 8 + 8  # the outer checks, and the inner windows may shift
+
+
+def test_check_every_does_not_change_the_solution():
+    cost, c1, c2, n_len, m_len = stiff_batch(kind="random")
+    plans = [
+        sinkhorn(cost, n_len, m_len, epsilon=0.05, tol=1e-12, max_iter=20000,
+                 check_every=k, overrelaxation=1.5).plan
+        for k in (1, 7, 50)
+    ]
+    for plan in plans[1:]:
+        assert (plan - plans[0]).abs().max() < 1e-11
+    fgw = [
+        fused_gromov_wasserstein(cost, c1, c2, n_len, m_len, epsilon=0.1, gw_weight=0.3,
+                                 inner_iter=20000, tol=1e-12, check_every=k).plan
+        for k in (1, 13)
+    ]
+    assert (fgw[1] - fgw[0]).abs().max() < 1e-11
+
+
+def test_frozen_items_do_not_depend_on_their_batch_between_checks():
+    """An item that converges early stays frozen while the others iterate up to the
+    next check point: its plan equals its plan solved alone."""
+    cost, _, _, n_len, m_len = stiff_batch(kind="random")
+    together = sinkhorn(cost, n_len, m_len, epsilon=0.05, tol=1e-8, check_every=40)
+    for b in range(cost.size(0)):
+        n, m = int(n_len[b]), int(m_len[b])
+        alone = sinkhorn(cost[b : b + 1, :n, :m], epsilon=0.05, tol=1e-8, check_every=40)
+        # rebuilds triggered by other items change the rounding, not the iteration
+        assert torch.allclose(together.plan[b, :n, :m], alone.plan[0], atol=1e-13, rtol=1e-9)
+
+
+def test_check_every_is_validated():
+    cost, _, _ = make_problem(5, 4, "random")
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="check_every must be an integer >= 1"):
+            sinkhorn(cost[None], check_every=bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("gw_weight", [0.0, 0.3])
+def test_no_synchronisation_outside_the_host_reads_on_cuda(gw_weight):
+    cost, c1, c2, n_len, m_len = stiff_batch(torch.float32)
+    device = torch.device("cuda")
+    cost, c1, c2, n_len, m_len = (t.to(device) for t in (cost, c1, c2, n_len, m_len))
+    prior = temporal_cost(n_len, m_len, cost.size(1), cost.size(2))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        result, reads = reads_during(
+            lambda: fused_gromov_wasserstein(
+                cost + 0.5 * prior, c1, c2, n_len, m_len, epsilon=0.05,
+                gw_weight=gw_weight, outer_iter=4, inner_iter=300, tol=1e-5,
+            )
+        )
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(result.plan).all()
+    assert reads <= math.ceil(result.n_iter / 10) + result.n_outer + FIXED_READS
