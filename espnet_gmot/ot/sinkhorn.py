@@ -420,8 +420,9 @@ def solve_scaling(
         f = torch.where(active[:, None], f_next, f)
         g = torch.where(active[:, None], g_next, g)
         exponent = (f[:, :, None] + g[:, None, :] - cost) / epsilon
-        # Padded cells are masked *inside* the exp: exp of garbage would give a
-        # nan gradient through the where (0 * inf) in unrolled mode.
+        # Mask *inside* the exp: a padded cell of a valid row has exponent
+        # f_i / eps, which overflows for small eps; exp(inf) masked afterwards is
+        # still inf * 0 = nan in the backward pass of unrolled mode.
         kernel = torch.exp(torch.where(mask, exponent, float("-inf")))
         return f, g, kernel
 
@@ -436,10 +437,12 @@ def solve_scaling(
     since_check = 0
     while steps < max_iter:
         kv = torch.bmm(kernel, v[:, :, None]).squeeze(2)
-        u_next = _relax(u, a / torch.where(source_mask, kv, 1.0), overrelaxation)
+        ratio, blocked_u = _bounded_ratio(a, kv, source_mask)
+        u_next = _relax(u, ratio, overrelaxation)
         ktu = torch.bmm(kernel.transpose(1, 2), u_next[:, :, None]).squeeze(2)
         error = torch.linalg.vector_norm(v * ktu - b, dim=1)
-        v_next = _relax(v, b / torch.where(target_mask, ktu, 1.0), overrelaxation)
+        ratio, blocked_v = _bounded_ratio(b, ktu, target_mask)
+        v_next = _relax(v, ratio, overrelaxation)
         was_active = active
         # Converged items are frozen, so an item's result does not depend on the
         # other items of its batch. (nan error: not converged.)
@@ -450,10 +453,12 @@ def solve_scaling(
         spread = torch.maximum(
             _log_spread(u_next, source_mask), _log_spread(v_next, target_mask)
         )
-        within_limit = spread < _LOG_SCALING_LIMIT
+        blocked = blocked_u | blocked_v
+        within_limit = (spread < _LOG_SCALING_LIMIT) & ~blocked
         u = torch.where((was_active & within_limit)[:, None], u_next, u)
         v = torch.where((active & within_limit)[:, None], v_next, v)
-        needs_rebuild = needs_rebuild | (was_active & ~(spread < _LOG_SCALING_BOUND))
+        out_of_bound = ~(spread < _LOG_SCALING_BOUND) | blocked
+        needs_rebuild = needs_rebuild | (was_active & out_of_bound)
         if since_check >= check_every and steps < max_iter:
             since_check = 0
             any_active, any_rebuild = to_host(torch.stack((active.any(), needs_rebuild.any())))
@@ -496,6 +501,19 @@ def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages):
         source_dual = torch.where(taking_part, f_next, source_dual)
         target_dual = torch.where(taking_part, g_next, target_dual)
     return source_dual, target_dual, item_stages
+
+
+def _bounded_ratio(mass: torch.Tensor, product: torch.Tensor, valid: torch.Tensor):
+    """``mass / product`` (a scaling update) and, per item, whether an entry would
+    pass the scaling limit.
+
+    Such entries divide by 1 instead: the step is refused anyway, and a division
+    by an underflowed product would put ``1 / 0^2 = inf`` into the backward pass
+    of unrolled mode, where the refusal's zero gradient turns it into nan.
+    """
+    too_small = valid & (product.detach() * math.exp(_LOG_SCALING_LIMIT) < mass)
+    ratio = mass / torch.where(valid & ~too_small, product, 1.0)
+    return ratio, too_small.any(1)
 
 
 def _relax(previous: torch.Tensor, update: torch.Tensor, omega: float) -> torch.Tensor:
