@@ -24,6 +24,7 @@ from espnet_gmot.ot.costs import Lengths
 from espnet_gmot.ot.host import to_host
 from espnet_gmot.ot.sinkhorn import (
     DEFAULT_CHECK_EVERY,
+    DEFAULT_NEWTON_STEPS,
     Marginals,
     TransportResult,
     annealing_stages,
@@ -74,6 +75,7 @@ def fused_gromov_wasserstein(
     overrelaxation: float = 1.0,
     check_every: int = DEFAULT_CHECK_EVERY,
     epsilon_scaling: bool = True,
+    newton_steps: int = DEFAULT_NEWTON_STEPS,
     check_finite: bool = True,
     setting: Optional[Dict[str, object]] = None,
 ) -> TransportResult:
@@ -99,8 +101,9 @@ def fused_gromov_wasserstein(
             0 runs exactly ``outer_iter`` steps (and reads nothing per step).
         gradient: ``"envelope"`` (plan constant in backward) or ``"unrolled"``.
         overrelaxation: ``omega`` of the inner over-relaxed Sinkhorn (1 = POT's).
-        check_every, epsilon_scaling, check_finite, setting: as in :func:`sinkhorn`
-            (epsilon scaling applies to the first, cold, inner solve).
+        check_every, epsilon_scaling, newton_steps, check_finite, setting: as in
+            :func:`sinkhorn` (epsilon scaling applies to the first, cold, inner
+            solve; Newton steps to every inner solve that hits ``inner_iter``).
 
     Returns:
         :class:`TransportResult` whose ``value`` is the FGW objective without
@@ -123,7 +126,9 @@ def fused_gromov_wasserstein(
         raise ValueError(f"gw_weight must lie in [0, 1], got {gw_weight}")
     if outer_iter < 1:
         raise ValueError(f"outer_iter must be >= 1, got {outer_iter}")
-    check_solver_options(epsilon, inner_iter, tol, gradient, overrelaxation, check_every)
+    check_solver_options(
+        epsilon, inner_iter, tol, gradient, overrelaxation, check_every, newton_steps
+    )
     if gw_weight == 0.0:
         return sinkhorn(
             cost,
@@ -136,6 +141,7 @@ def fused_gromov_wasserstein(
             overrelaxation=overrelaxation,
             check_every=check_every,
             epsilon_scaling=epsilon_scaling,
+            newton_steps=newton_steps,
             check_finite=check_finite,
             setting=setting,
         )
@@ -160,9 +166,10 @@ def fused_gromov_wasserstein(
             inputs = (problem.cost, work_source, work_target, constant)
             if gradient == "envelope":
                 inputs = tuple(t.detach() for t in inputs)
-            plan, item_iters, n_outer = _mirror_descent(
+            plan, item_iters, item_newton, n_outer = _mirror_descent(
                 *inputs, marginals, epsilon, gw_weight, outer_iter, inner_iter, tol,
                 outer_tol, overrelaxation, check_every, stages,
+                newton_steps if gradient == "envelope" else 0,
             )
 
         gw_term = _gw_tensor_product(constant, work_source, work_target, plan)
@@ -174,19 +181,22 @@ def fused_gromov_wasserstein(
             outer_iter=outer_iter, inner_iter=inner_iter, tol=tol, overrelaxation=overrelaxation
         )
         return finish_result(
-            problem, plan, value, item_iters, cost.dtype, tol, described, n_outer=n_outer
+            problem, plan, value, item_iters, cost.dtype, tol, described, n_outer=n_outer,
+            item_newton=item_newton,
         )
 
 
 def _mirror_descent(
     cost, source_structure, target_structure, constant, marginals, epsilon, gw_weight,
     outer_iter, inner_iter, tol, outer_tol, overrelaxation, check_every, anneal_stages,
+    newton_steps,
 ):
-    """Returns the plan, each item's total inner iterations (device) and the
-    number of outer steps run."""
+    """Returns the plan, each item's total inner iterations and Newton steps
+    (device) and the number of outer steps run."""
     plan = marginals.source_mass[:, :, None] * marginals.target_mass[:, None, :]
     active = torch.ones(plan.size(0), dtype=torch.bool, device=plan.device)
     item_iters = torch.zeros(plan.size(0), dtype=torch.long, device=plan.device)
+    item_newton = torch.zeros_like(item_iters)
     source_dual = target_dual = None
     n_outer = 0
     for _ in range(outer_iter):
@@ -195,10 +205,11 @@ def _mirror_descent(
         )
         solved = solve_scaling(
             gradient, marginals, epsilon, inner_iter, tol, source_dual, target_dual,
-            overrelaxation, check_every, anneal_stages,
+            overrelaxation, check_every, anneal_stages, newton_steps,
         )
         source_dual, target_dual = solved.source_dual, solved.target_dual
         item_iters = item_iters + torch.where(active, solved.item_iters, 0)
+        item_newton = item_newton + torch.where(active, solved.item_newton, 0)
         n_outer += 1
         change = torch.linalg.vector_norm(solved.plan.detach() - plan.detach(), dim=(1, 2))
         plan = torch.where(active[:, None, None], solved.plan, plan)
@@ -206,4 +217,4 @@ def _mirror_descent(
             active = active & ~(change < outer_tol)
             if not to_host(active.any()):
                 break
-    return plan, item_iters, n_outer
+    return plan, item_iters, item_newton, n_outer

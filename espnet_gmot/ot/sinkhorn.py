@@ -64,6 +64,16 @@ DEFAULT_CHECK_EVERY = 10
 UNCONVERGED_RELATIVE_ERROR = 1e-3
 
 
+# Newton steps after an unconverged Sinkhorn phase (each costs about as much as
+# 10-20 Sinkhorn iterations, and runs only when Sinkhorn hit its cap).
+DEFAULT_NEWTON_STEPS = 30
+
+# Newton polish: no dual moves by more than this many epsilon in one step, and
+# these fractions of the step are tried.
+_NEWTON_TRUST = 10.0
+_NEWTON_STEP_LENGTHS = (0.01, 0.1, 0.25, 0.5, 1.0)
+
+
 class ConvergenceWarning(UserWarning):
     """An OT solve ended at its iteration cap far from its marginals."""
 
@@ -82,8 +92,10 @@ class TransportResult:
             included; over all outer steps for FGW).
         marginal_error: ``(B,)`` L2 norm of ``plan^T 1 - b`` (rows are exact).
         n_outer: mirror-descent steps run (0 for plain Sinkhorn).
-        unconverged: items whose marginal error stayed above
+        unconverged: items whose (finite) marginal error stayed above
             ``max(tol, 1e-3 ||b||)`` (0 for a converged solve).
+        n_newton: Newton steps taken after Sinkhorn hit its cap (the most of
+            any item; over all outer steps for FGW).
     """
 
     plan: torch.Tensor
@@ -92,6 +104,7 @@ class TransportResult:
     marginal_error: torch.Tensor
     n_outer: int = 0
     unconverged: int = 0
+    n_newton: int = 0
 
 
 @dataclass
@@ -216,6 +229,7 @@ def finish_result(
     tol: float,
     setting: Dict[str, object],
     n_outer: int = 0,
+    item_newton: Optional[torch.Tensor] = None,
 ) -> TransportResult:
     """The result in the caller's dtype, and the one host read at a solve's end.
 
@@ -226,12 +240,16 @@ def finish_result(
     error = marginals.column_error(plan.detach())
     norm_b = torch.linalg.vector_norm(marginals.target_mass, dim=1)
     threshold = torch.clamp(UNCONVERGED_RELATIVE_ERROR * norm_b, min=tol)
-    # nan counts as unconverged: `>` is False for it, `~(<=)` is not.
-    unconverged = ~(error <= threshold)
+    # A non-finite error comes from non-finite inputs let through with
+    # check_finite=False (an AMP overflow): the loss shows it, and it must not use
+    # up the once-per-setting warning meant for real non-convergence.
+    unconverged = torch.isfinite(error) & (error > threshold)
     relative = torch.where(unconverged, error / norm_b.clamp_min(1e-30), -1.0)
-    worst = relative.nan_to_num(float("inf")).argmax() if plan.size(0) else None
+    worst = relative.argmax() if plan.size(0) else None
+    if item_newton is None:
+        item_newton = torch.zeros_like(item_iters)
     if worst is None:
-        summary = [0.0, 0.0, 0.0, 0.0, 0.0]
+        summary = [0.0] * 6
     else:
         summary = to_host(
             torch.stack(
@@ -241,6 +259,7 @@ def finish_result(
                     error[worst].to(torch.float64),
                     problem.source_lengths[worst].to(torch.float64),
                     problem.target_lengths[worst].to(torch.float64),
+                    item_newton.max().to(torch.float64),
                 )
             )
         )
@@ -257,6 +276,7 @@ def finish_result(
         marginal_error=error,
         n_outer=n_outer,
         unconverged=n_unconverged,
+        n_newton=int(summary[5]),
     )
 
 
@@ -296,6 +316,7 @@ def check_solver_options(
     gradient: str,
     overrelaxation: float = 1.0,
     check_every: int = DEFAULT_CHECK_EVERY,
+    newton_steps: int = 0,
 ):
     if not (isinstance(epsilon, (int, float)) and 0 < epsilon < math.inf):
         raise ValueError(f"epsilon must be > 0 and finite, got {epsilon}")
@@ -309,6 +330,8 @@ def check_solver_options(
         raise ValueError(f"overrelaxation must lie in [1, 2), got {overrelaxation}")
     if not (isinstance(check_every, int) and check_every >= 1):
         raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
+    if not (isinstance(newton_steps, int) and newton_steps >= 0):
+        raise ValueError(f"newton_steps must be an integer >= 0, got {newton_steps!r}")
 
 
 def _masked_logsumexp(
@@ -361,6 +384,7 @@ class ScalingSolve:
     target_dual: torch.Tensor
     item_iters: torch.Tensor  # (B,) iterations each item ran (device, no host read)
     steps: int  # iterations the batch ran (host)
+    item_newton: torch.Tensor  # (B,) Newton steps each item took
 
 
 def solve_scaling(
@@ -374,6 +398,7 @@ def solve_scaling(
     overrelaxation: float = 1.0,
     check_every: int = DEFAULT_CHECK_EVERY,
     anneal_stages: int = 0,
+    newton_steps: int = 0,
 ) -> ScalingSolve:
     """Stabilised Sinkhorn on a zero-padded cost; the engine of both solvers.
 
@@ -393,6 +418,8 @@ def solve_scaling(
             docstring; each item runs ``ceil(log2(its cost range / epsilon))`` of
             them (at most this many), the last ones, so its path does not depend
             on the other items of the batch. Ignored on a warm start.
+        newton_steps: at most this many Newton steps (:func:`_newton_polish`)
+            for the items still unconverged after ``max_iter`` iterations.
     """
     mask = marginals.pair_mask
     a, b = marginals.source_mass, marginals.target_mass
@@ -478,7 +505,17 @@ def solve_scaling(
     u = a / torch.where(source_mask, kv, 1.0)
     plan = u[:, :, None] * kernel * v[:, None, :]
     source_dual, target_dual = _absorb(source_dual, target_dual, u, v, marginals, epsilon)
-    return ScalingSolve(plan, source_dual, target_dual, item_iters, steps)
+    newton = torch.zeros_like(item_iters)
+    # tol = 0 asks for exactly max_iter iterations: nothing to polish towards
+    if newton_steps > 0 and tol > 0 and steps >= max_iter:
+        source_dual, target_dual, taken = _newton_polish(
+            cost, marginals, mask, source_dual, target_dual, active, epsilon,
+            newton_steps, tol,
+        )
+        newton = taken
+        exponent = (source_dual[:, :, None] + target_dual[:, None, :] - cost) / epsilon
+        plan = torch.exp(torch.where(mask, exponent, float("-inf")))
+    return ScalingSolve(plan, source_dual, target_dual, item_iters, steps, newton)
 
 
 def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages):
@@ -501,6 +538,89 @@ def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages):
         source_dual = torch.where(taking_part, f_next, source_dual)
         target_dual = torch.where(taking_part, g_next, target_dual)
     return source_dual, target_dual, item_stages
+
+
+def _newton_polish(cost, marginals, mask, source_dual, target_dual, active, epsilon, steps, tol):
+    """Newton's method on the semi-dual (Brauer et al., 2017) for the items that
+    Sinkhorn left unconverged; the same optimum, reached in a few steps.
+
+    With rows solved exactly, ``f(g)_i = eps (log a_i - LSE_j((g_j - C_ij) / eps))``,
+    the concave semi-dual ``D(g) = <a, f(g)> + <b, g>`` has gradient ``b - P^T 1``
+    and negative Hessian ``H = (diag(P^T 1) - P^T diag(1/a) P) / eps`` (``m x m``).
+    Sinkhorn converges slowly exactly where ``H`` is ill-conditioned: the temporal
+    prior makes the plan a thin band whose column duals are coupled only through
+    neighbouring tokens, and Sinkhorn moves information one token per iteration;
+    Newton solves that chain in one linear solve per step. The step is clipped to
+    ``_NEWTON_TRUST * epsilon`` per dual, then the longest of a few fractions of
+    it that does not lower ``D`` (beyond rounding) is taken. At epsilon well below
+    the prior's cost of one token's shift (0.01 with temporal_weight 0.5) rows
+    become one-hot, D is nearly piecewise linear and this does not converge
+    either: the solve then warns.
+
+    Returns the duals (rows exact) and the steps taken by each item.
+    """
+    a, b = marginals.source_mass, marginals.target_mass
+    source_mask, target_mask = marginals.source_mask, marginals.target_mask
+    log_a = torch.log(torch.where(source_mask, a, 1.0))
+    columns = target_mask.sum(1).clamp_min(1).to(cost.dtype)
+    pairs = target_mask[:, :, None] & target_mask[:, None, :]
+    # H 1 = 0 (adding a constant to g changes nothing); a multiple of 1 1^T on the
+    # valid block and 1 on padded diagonal entries make the system regular
+    # without changing the step, which is orthogonal to 1.
+    regular = torch.where(pairs, 1.0 / (epsilon * columns**2)[:, None, None], 0.0)
+    regular = regular + torch.diag_embed((~target_mask).to(cost.dtype))
+    slack = 16 * torch.finfo(cost.dtype).eps
+
+    def solve_rows(g):
+        lse = _masked_logsumexp((g[:, None, :] - cost) / epsilon, mask, dim=2)
+        return torch.where(source_mask, epsilon * (log_a - lse), 0.0)
+
+    def semi_dual(f, g):
+        return (a * f).sum(1) + (b * g).sum(1)
+
+    taken = torch.zeros_like(active, dtype=torch.long)
+    f = solve_rows(target_dual)
+    g = target_dual
+    for _ in range(steps):
+        exponent = (f[:, :, None] + g[:, None, :] - cost) / epsilon
+        plan = torch.exp(torch.where(mask, exponent, float("-inf")))
+        column_sums = plan.sum(1)
+        error = torch.linalg.vector_norm(column_sums - b, dim=1)
+        active = active & ~(error.detach() < tol)
+        if not to_host(active.any()):
+            break
+        scaled = plan / torch.where(source_mask, a, 1.0)[:, :, None]
+        # H is the Laplacian of the token graph weighted by W = P^T diag(1/a) P:
+        # built from W's off-diagonal part only, it is positive semi-definite in
+        # floating point too (diag(P^T 1) - W cancels catastrophically once rows
+        # are nearly one-hot, which is the regime where Newton is needed).
+        weights = torch.bmm(plan.transpose(1, 2), scaled)
+        weights = weights * (1.0 - torch.eye(weights.size(1), dtype=weights.dtype, device=weights.device))
+        hessian = (torch.diag_embed(weights.sum(2)) - weights) / epsilon
+        # float64 for the m x m solve: H's small eigenvalues are what matter.
+        system = (hessian + regular).double()
+        gradient = torch.where(target_mask, b - column_sums, 0.0).double()
+        step, _ = torch.linalg.solve_ex(system, gradient)
+        step = torch.where(target_mask, step.to(cost.dtype), 0.0)
+        # Where the band has no split frame, tokens are coupled by weights ~1e-20
+        # and the Newton step is ~1e20 long: no dual moves by more than a few
+        # epsilon per step (a trust region), then the longest step of a few that
+        # does not lower D (beyond rounding) is taken.
+        size = step.abs().amax(1, keepdim=True)
+        step = step * torch.clamp(_NEWTON_TRUST * epsilon / size.clamp_min(1e-30), max=1.0)
+        base = semi_dual(f, g)
+        tolerance = slack * (base.detach().abs() + 1.0)
+        best_g, best_f = g, f
+        for length in _NEWTON_STEP_LENGTHS:  # increasing: the longest acceptable wins
+            candidate = g + length * step
+            candidate_f = solve_rows(candidate)
+            acceptable = (semi_dual(candidate_f, candidate) >= base - tolerance)[:, None]
+            best_g = torch.where(acceptable, candidate, best_g)
+            best_f = torch.where(acceptable, candidate_f, best_f)
+        g = torch.where(active[:, None], best_g, g)
+        f = torch.where(active[:, None], best_f, f)
+        taken = taken + active
+    return f, g, taken
 
 
 def _bounded_ratio(mass: torch.Tensor, product: torch.Tensor, valid: torch.Tensor):
@@ -554,6 +674,7 @@ def sinkhorn(
     overrelaxation: float = 1.0,
     check_every: int = DEFAULT_CHECK_EVERY,
     epsilon_scaling: bool = True,
+    newton_steps: int = DEFAULT_NEWTON_STEPS,
     check_finite: bool = True,
     setting: Optional[Dict[str, object]] = None,
 ) -> TransportResult:
@@ -582,6 +703,11 @@ def sinkhorn(
             only synchronisations of the loop); the result does not depend on it.
         epsilon_scaling: anneal epsilon on a cold start (see the module
             docstring); the solution does not change, only the iterations needed.
+        newton_steps: at most this many Newton steps on the semi-dual for the
+            items Sinkhorn leaves unconverged after ``max_iter`` iterations (0:
+            none); same solution, see ``_newton_polish``. Not used with
+            ``tol=0`` (a fixed iteration count) nor with ``gradient="unrolled"``,
+            which differentiates the Sinkhorn iterations only.
         check_finite: refuse nan/inf in valid cells with a ``ValueError`` naming
             the item. ``False`` lets them through to a nan result (what an AMP
             grad scaler needs to skip a step).
@@ -594,7 +720,9 @@ def sinkhorn(
     """
     if cost.dim() != 3:
         raise ValueError(f"cost must be (batch, n, m), got shape {tuple(cost.shape)}")
-    check_solver_options(epsilon, max_iter, tol, gradient, overrelaxation, check_every)
+    check_solver_options(
+        epsilon, max_iter, tol, gradient, overrelaxation, check_every, newton_steps
+    )
     with torch.autocast(device_type=cost.device.type, enabled=False):
         problem = prepare_problem(cost, source_lengths, target_lengths, check_finite)
         work_cost = problem.cost
@@ -609,10 +737,12 @@ def sinkhorn(
                 overrelaxation=overrelaxation,
                 check_every=check_every,
                 anneal_stages=stages,
+                newton_steps=newton_steps if gradient == "envelope" else 0,
             )
         value = (work_cost * solved.plan).sum((1, 2))
         described = dict(epsilon=epsilon, gw_weight=0.0, **(setting or {}))
         described.update(max_iter=max_iter, tol=tol, overrelaxation=overrelaxation)
         return finish_result(
-            problem, solved.plan, value, solved.item_iters, cost.dtype, tol, described
+            problem, solved.plan, value, solved.item_iters, cost.dtype, tol, described,
+            item_newton=solved.item_newton,
         )

@@ -27,6 +27,8 @@ from espnet_gmot.ot import (
     structure_cost,
     temporal_cost,
 )
+from espnet_gmot.ot.costs import working_dtype
+from espnet_gmot.ot.sinkhorn import DEFAULT_CHECK_EVERY, DEFAULT_NEWTON_STEPS
 
 
 @dataclass
@@ -62,6 +64,19 @@ class OTKnowledgeTransfer(torch.nn.Module):
             and GM-OT needs about 4x fewer iterations, for the same solution.
         align_special_tokens: include ``[CLS]``/``[SEP]`` in ``L_align``; the
             paper excludes them (eq. 21 sums ``j = 2 .. l_t - 1``).
+        check_every: Sinkhorn iterations between the solver's host reads (its
+            only synchronisations with a GPU); the result does not depend on it.
+        newton_steps: Newton steps on the semi-dual for couplings Sinkhorn
+            leaves unconverged after ``inner_iter`` iterations (0: none). With
+            them the papers' settings (epsilon 0.05-0.5, temporal_weight 0.5)
+            converge in the default budget; a coupling that still misses its
+            marginals is reported once with a ``ConvergenceWarning``.
+
+    The costs, the coupling and the losses are computed in float32 (float64 for
+    float64 input) with autocast disabled, whatever the training precision: the
+    temporal prior overflows fp16 and bf16 rounds it by hundreds. Non-finite
+    features (an fp16 overflow upstream) give non-finite losses rather than an
+    exception, so that ESPnet's AMP grad scaler skips that step as it should.
     """
 
     @typechecked
@@ -79,6 +94,8 @@ class OTKnowledgeTransfer(torch.nn.Module):
         gradient: str = "envelope",
         overrelaxation: float = 1.7,
         align_special_tokens: bool = False,
+        check_every: int = DEFAULT_CHECK_EVERY,
+        newton_steps: int = DEFAULT_NEWTON_STEPS,
     ):
         super().__init__()
         if not 0.0 <= gw_weight < 1.0:
@@ -89,6 +106,12 @@ class OTKnowledgeTransfer(torch.nn.Module):
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+        if check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
+        if newton_steps < 0:
+            raise ValueError(f"newton_steps must be >= 0, got {newton_steps}")
+        self.check_every = check_every
+        self.newton_steps = newton_steps
         self.plm_dim = plm_dim
         self.gw_weight = gw_weight
         self.temporal_weight = temporal_weight
@@ -140,14 +163,20 @@ class OTKnowledgeTransfer(torch.nn.Module):
                 f"projects to plm_dim={self.plm_dim}: set transfer_conf.plm_dim to "
                 f"{plm_states.size(-1)} (the PLM's hidden_size)"
             )
+        with torch.autocast(device_type=adapted.device.type, enabled=False):
+            return self._transfer_losses(adapted, acoustic_lengths, plm_states, plm_lengths)
+
+    def _transfer_losses(self, adapted, acoustic_lengths, plm_states, plm_lengths):
         n_max, m_max = adapted.size(1), plm_states.size(1)
+        # Everything below in the working precision (see the class docstring);
+        # gradients reach a low-precision adapter output through this cast.
+        dtype = working_dtype(adapted.dtype)
         # Padding must not reach any value or gradient, whatever it holds.
         frame_mask = length_mask(acoustic_lengths, n_max)[..., None]
         token_mask = length_mask(plm_lengths, m_max)[..., None]
-        adapted = torch.where(frame_mask, adapted, torch.zeros_like(adapted))
-        plm_states = torch.where(
-            token_mask, plm_states.to(adapted.dtype), torch.zeros((), dtype=adapted.dtype)
-        )
+        zero = torch.zeros((), dtype=dtype, device=adapted.device)
+        adapted = torch.where(frame_mask, adapted.to(dtype), zero)
+        plm_states = torch.where(token_mask, plm_states.to(dtype), zero)
         node_cost = cosine_cost(adapted, plm_states, acoustic_lengths, plm_lengths)
         cost = node_cost
         if self.temporal_weight > 0:
@@ -156,6 +185,16 @@ class OTKnowledgeTransfer(torch.nn.Module):
                 acoustic_lengths, plm_lengths, n_max, m_max, dtype=node_cost.dtype
             )
             cost = node_cost + self.temporal_weight / (1.0 - self.gw_weight) * prior
+        solver_options = dict(
+            epsilon=self.epsilon,
+            tol=self.tol,
+            gradient=self.gradient,
+            overrelaxation=self.overrelaxation,
+            check_every=self.check_every,
+            newton_steps=self.newton_steps,
+            check_finite=False,
+            setting=dict(temporal_weight=self.temporal_weight),
+        )
         if self.gw_weight > 0:
             result = fused_gromov_wasserstein(
                 cost,
@@ -163,26 +202,16 @@ class OTKnowledgeTransfer(torch.nn.Module):
                 structure_cost(plm_states, plm_lengths),
                 acoustic_lengths,
                 plm_lengths,
-                epsilon=self.epsilon,
                 gw_weight=self.gw_weight,
                 outer_iter=self.outer_iter,
                 inner_iter=self.inner_iter,
-                tol=self.tol,
-                gradient=self.gradient,
-                overrelaxation=self.overrelaxation,
+                **solver_options,
             )
         else:
             result = sinkhorn(
-                cost,
-                acoustic_lengths,
-                plm_lengths,
-                epsilon=self.epsilon,
-                max_iter=self.inner_iter,
-                tol=self.tol,
-                gradient=self.gradient,
-                overrelaxation=self.overrelaxation,
+                cost, acoustic_lengths, plm_lengths, max_iter=self.inner_iter, **solver_options
             )
-        plan = result.plan.to(adapted.dtype)
+        plan = result.plan.to(dtype)
 
         # Z~_L = diag(1/b) g*^T H_A: each token is the coupling-weighted mean of
         # frames. b is taken from the plan itself, which equals the uniform mass at

@@ -167,3 +167,98 @@ def test_plan_stats_on_known_plans():
     assert stats(reversed_plan, lengths, lengths)["ot_monotonicity"] == 0.0
     assert torch.isclose(stats(uniform, lengths, lengths)["ot_entropy"], torch.tensor(1.0))
     assert torch.isclose(stats(diagonal, lengths, lengths)["ot_entropy"], torch.tensor(0.5))
+
+
+# --- mixed precision (issue 15) ----------------------------------------------------
+
+
+def make_float_batch(la, lt, dim_t=DIM_T, seed=0, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    acoustic = torch.randn(2, la, DIM_A, generator=gen)
+    plm = torch.randn(2, lt, dim_t, generator=gen)
+    plm[1, lt - 3 :] = float("nan")  # padded tokens poisoned
+    lengths = torch.tensor([la, la - 7]), torch.tensor([lt, lt - 3])
+    return acoustic.to(device), plm.to(device), lengths[0].to(device), lengths[1].to(device)
+
+
+@pytest.mark.parametrize("gw_weight", [0.0, 0.02])
+def test_bf16_autocast_runs_the_ot_in_float32_with_finite_losses_and_gradients(gw_weight):
+    torch.manual_seed(0)
+    module = OTKnowledgeTransfer(DIM_A, plm_dim=DIM_T, gw_weight=gw_weight, temporal_weight=0.5)
+    acoustic, plm, la, lt = make_float_batch(60, 20)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        adapted = module.adapt(acoustic)
+        assert adapted.dtype == torch.bfloat16  # the adapter itself runs in bf16
+        out = module.transfer_losses(adapted, la, plm.to(torch.bfloat16), lt)
+    assert out.plan.dtype == torch.float32
+    assert out.align.dtype == out.transport.dtype == torch.float32
+    assert torch.isfinite(out.align) and torch.isfinite(out.transport)
+    (out.align + out.transport).backward()
+    assert torch.isfinite(module.adapter.weight.grad).all()
+    assert module.adapter.weight.grad.abs().sum() > 0
+    # The same coupling as in float32 from the same (bf16-rounded) features.
+    reference = module.transfer_losses(adapted.detach().float(), la, plm.to(torch.bfloat16).float(), lt)
+    assert torch.allclose(out.plan, reference.plan, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::espnet_gmot.ot.sinkhorn.ConvergenceWarning")
+def test_fp16_features_with_many_frames_and_tokens_give_finite_losses():
+    """Issue 10 item 2: the temporal prior reaches ~n^2/2, past fp16's 65504."""
+    torch.manual_seed(0)
+    # a short budget: finiteness, not convergence, is the point here
+    module = OTKnowledgeTransfer(DIM_A, plm_dim=DIM_T, gw_weight=0.02, temporal_weight=0.5,
+                                 outer_iter=2, inner_iter=50, newton_steps=0)
+    acoustic, plm, la, lt = make_float_batch(400, 300)
+    adapted = module.adapt(acoustic).half().detach().requires_grad_(True)
+    out = module.transfer_losses(adapted, la, plm.half(), lt)
+    assert torch.isfinite(out.align) and torch.isfinite(out.transport)
+    assert torch.isfinite(out.plan).all()
+    (out.align + out.transport).backward()
+    assert adapted.grad.dtype == torch.float16 and torch.isfinite(adapted.grad).all()
+    assert adapted.grad[1, 393:].abs().sum() == 0
+
+
+def test_overflowed_features_give_non_finite_losses_not_an_exception():
+    """Under AMP an fp16 overflow upstream must reach the loss as inf/nan, which
+    the grad scaler reads as 'skip this step and lower the scale'."""
+    module = make_module(gw_weight=0.02, temporal_weight=0.5)
+    acoustic, plm, la, lt = pad([make_item(20, 6, 0), make_item(8, 5, 1)])
+    adapted = module.adapt(torch.nan_to_num(acoustic))
+    adapted = adapted.clone()
+    adapted[0, 3, 0] = float("inf")
+    out = module.transfer_losses(adapted, la, plm, lt)
+    assert not torch.isfinite(out.align + out.transport)
+
+
+def test_solver_options_reach_the_solver_and_are_checked():
+    module = make_module(gw_weight=0.0, temporal_weight=0.5, check_every=3, newton_steps=0)
+    assert module.check_every == 3 and module.newton_steps == 0
+    with pytest.raises(ValueError, match="check_every must be"):
+        OTKnowledgeTransfer(4, plm_dim=4, check_every=0)
+    with pytest.raises(ValueError, match="newton_steps must be"):
+        OTKnowledgeTransfer(4, plm_dim=4, newton_steps=-1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.filterwarnings("ignore::espnet_gmot.ot.sinkhorn.ConvergenceWarning")
+def test_fp16_autocast_with_grad_scaler_on_cuda():
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    module = OTKnowledgeTransfer(DIM_A, plm_dim=DIM_T, gw_weight=0.02, temporal_weight=0.5,
+                                 outer_iter=3, inner_iter=100).to(device)
+    optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda")
+    acoustic, plm, la, lt = make_float_batch(300, 260, device=device)
+    for _ in range(3):
+        optimizer.zero_grad()
+        with torch.autocast("cuda", dtype=torch.float16):
+            adapted = module.adapt(acoustic)
+            assert adapted.dtype == torch.float16
+            out = module.transfer_losses(adapted, la, plm.half(), lt)
+            loss = out.align + out.transport
+        assert out.plan.dtype == torch.float32 and torch.isfinite(loss)
+        scale = scaler.get_scale()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        assert scaler.get_scale() >= scale  # no step skipped for inf/nan gradients

@@ -263,3 +263,68 @@ def test_converged_solve_does_not_warn():
         warnings.simplefilter("error", ConvergenceWarning)
         result = sinkhorn(cost[None], epsilon=0.1, tol=1e-9)
     assert result.unconverged == 0 and result.marginal_error[0] < 1e-9
+
+
+def speech_like_batch(seed=0, n_range=(120, 300), m_range=(12, 40), dim=32):
+    """Frames that follow their tokens in order (neighbouring frames similar)."""
+    gen = torch.Generator().manual_seed(seed)
+    n_len = torch.randint(n_range[0], n_range[1] + 1, (3,), generator=gen)
+    m_len = torch.randint(m_range[0], m_range[1] + 1, (3,), generator=gen)
+    n_max, m_max = int(n_len.max()), int(m_len.max())
+    tokens = torch.randn(3, m_max, dim, generator=gen)
+    frames = torch.full((3, n_max, dim), float("nan"))
+    for b in range(3):
+        n, m = int(n_len[b]), int(m_len[b])
+        owner = (torch.arange(n) * m // n).clamp(max=m - 1)
+        frames[b, :n] = tokens[b, owner] + 1.5 * torch.randn(n, dim, generator=gen)
+    return frames, tokens, n_len, m_len
+
+
+@pytest.mark.parametrize("epsilon", [0.5, 0.1, 0.05])
+@pytest.mark.parametrize("gw_weight", [0.0, 0.02, 0.5])
+def test_papers_settings_converge_within_the_transfer_modules_budget(epsilon, gw_weight):
+    """temporal_weight 0.5 (the model's), inner_iter 200, outer 10, tol 1e-6,
+    omega 1.7, float32: without the Newton polish these end with relative marginal
+    errors of 1e-3 to 1e-2 (measured)."""
+    frames, tokens, n_len, m_len = speech_like_batch()
+    n_max, m_max = frames.size(1), tokens.size(1)
+    cost = cosine_cost(frames, tokens, n_len, m_len) + 0.5 / (1 - gw_weight) * temporal_cost(
+        n_len, m_len, n_max, m_max
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        result = fused_gromov_wasserstein(
+            cost, structure_cost(frames, n_len), structure_cost(tokens, m_len), n_len, m_len,
+            epsilon=epsilon, gw_weight=gw_weight, outer_iter=10, inner_iter=200, tol=1e-6,
+            overrelaxation=1.7,
+        )
+    relative = result.marginal_error * m_len.float().sqrt()
+    assert result.unconverged == 0 and relative.max() < 1e-3
+
+
+def test_newton_polish_reaches_pots_plan_where_sinkhorn_stops_short():
+    cost, _, _ = make_problem(23, 9, "monotone", seed=0)
+    n, m = cost.shape
+    reference = ot.sinkhorn(torch.full((n,), 1 / n, dtype=torch.float64),
+                            torch.full((m,), 1 / m, dtype=torch.float64), cost, 0.05,
+                            method="sinkhorn_log", stopThr=1e-13, numItermax=100000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        short = sinkhorn(cost[None], epsilon=0.05, max_iter=20, tol=1e-12, newton_steps=0)
+    polished = sinkhorn(cost[None], epsilon=0.05, max_iter=20, tol=1e-12)
+    assert short.marginal_error[0] > 1e-6  # Sinkhorn alone is far from done
+    assert polished.n_newton > 0 and polished.marginal_error[0] <= 1e-12
+    assert (polished.plan[0] - reference).abs().max() <= 1e-9
+
+
+def test_what_does_not_converge_is_reported():
+    """epsilon 0.01 against the prior 0.5 d^2 (one token's shift costs 50 epsilon):
+    rows are one-hot and neither Sinkhorn nor Newton converges in the budget."""
+    frames, tokens, n_len, m_len = speech_like_batch(seed=1)
+    cost = cosine_cost(frames, tokens, n_len, m_len) + 0.5 * temporal_cost(
+        n_len, m_len, frames.size(1), tokens.size(1)
+    )
+    with pytest.warns(ConvergenceWarning, match="epsilon=0.01, gw_weight=0.0, .*temporal_weight=0.5"):
+        result = sinkhorn(cost, n_len, m_len, epsilon=0.01, max_iter=200, tol=1e-6,
+                          overrelaxation=1.7, setting=dict(temporal_weight=0.5))
+    assert result.unconverged >= 1
