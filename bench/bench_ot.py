@@ -3,24 +3,34 @@
 
 Prints, for a batch of padded utterances (frames n uniform in [50, 300], tokens m
 in [10, 40], feature dim 768, epsilon 0.1, gw_weight 0.02, 10 outer steps, inner
-Sinkhorn to a marginal tolerance of 1e-7):
+Sinkhorn to a marginal tolerance of 1e-7), on two kinds of features:
 
-* this solver's time on float32 input,
-* POT's per-item loop (``ot.gromov.entropic_fused_gromov_wasserstein``, PGD) on the
-  same torch tensors, with and without its ``warmstart``,
-* POT's batched ``ot.batch.solve_gromov_batch`` (fixed inner iterations; its
-  problem differs, see below),
-* the largest plan difference to POT and the speed ratios,
-* this solver's time for growing n, to show how the cost grows,
+* ``smooth``: speech-like frames that follow their tokens in order, averaged
+  over neighbouring frames (neighbouring frames are similar, as in speech);
+* ``random``: frames that follow their tokens with heavy, independent noise;
+
+this solver's time on float32 input and POT's per-item loop
+(``ot.gromov.entropic_fused_gromov_wasserstein``, PGD, with and without its
+``warmstart``) at the same inner tolerance, the speed ratios and the largest plan
+difference; then
+
+* POT's batched ``ot.batch.solve_gromov_batch`` (another algorithm, see below),
+* time against the batch size (8 to 256 items) and against n (up to 1500 frames,
+  a 60 s utterance), with the ratio to POT's per-item loop,
+* time against ``check_every`` (host reads every that many iterations) on the
+  transfer module's own setting (temporal prior, omega 1.7, 200 iterations),
 
 and the same on a GPU when one is present. Usage::
 
     python bench/bench_ot.py [--batch 32] [--repeats 3] [--threads 2]
+    python bench/bench_ot.py --quick        # about a minute on 2 cores
 """
 
 import argparse
+import math
 import statistics
 import time
+import warnings
 
 import ot
 import torch
@@ -28,7 +38,9 @@ import torch
 from espnet_gmot.ot import (
     cosine_cost,
     fused_gromov_wasserstein,
+    sinkhorn,
     structure_cost,
+    temporal_cost,
 )
 
 EPSILON = 0.1
@@ -38,18 +50,28 @@ INNER_TOL = 1e-7
 INNER_ITER = 10000
 
 
-def make_batch(batch, n_range, m_range, dim, seed, device, dtype=torch.float32):
-    """Frames that follow their tokens monotonically, plus noise, like speech."""
+def make_batch(batch, n_range, m_range, dim, seed, device, dtype=torch.float32, kind="smooth"):
+    """Frames that follow their tokens monotonically, like speech.
+
+    ``smooth``: light noise, then a moving average over 5 frames, so neighbouring
+    frames are similar; ``random``: heavy independent noise per frame.
+    """
     gen = torch.Generator().manual_seed(seed)
     n_len = torch.randint(n_range[0], n_range[1] + 1, (batch,), generator=gen)
     m_len = torch.randint(m_range[0], m_range[1] + 1, (batch,), generator=gen)
     n_max, m_max = int(n_len.max()), int(m_len.max())
     tokens = torch.randn(batch, m_max, dim, generator=gen)
     frames = torch.zeros(batch, n_max, dim)
+    noise = {"smooth": 0.5, "random": 1.5}[kind]
     for b in range(batch):
         n, m = int(n_len[b]), int(m_len[b])
         owner = (torch.arange(n) * m // n).clamp(max=m - 1)
-        frames[b, :n] = tokens[b, owner] + 1.5 * torch.randn(n, dim, generator=gen)
+        item = tokens[b, owner] + noise * torch.randn(n, dim, generator=gen)
+        if kind == "smooth":
+            item = torch.nn.functional.avg_pool1d(
+                item.T[None], 5, stride=1, padding=2, count_include_pad=False
+            )[0].T
+        frames[b, :n] = item
     frames, tokens = frames.to(device, dtype), tokens.to(device, dtype)
     n_len, m_len = n_len.to(device), m_len.to(device)
     # Node cost only: the temporal prior (up to ~m^2 at these sizes) underflows
@@ -128,40 +150,94 @@ def max_plan_difference(batched_plan, plans, n_len, m_len):
     return float(worst)
 
 
+def compare_with_pot(device, args, sync, kind, n_range=(50, 300), batch=None):
+    """This solver and POT's per-item loop at the same tolerance; returns both times."""
+    batch = batch or args.batch
+    problem = make_batch(batch, n_range, (10, 40), 768, args.seed, device, kind=kind)
+    t_ours, plan = timed(lambda: ours(problem), args.repeats, sync)
+    t_pot, pot_plans = timed(lambda: pot_loop(problem, False), args.pot_repeats, sync)
+    diff = max_plan_difference(plan, pot_plans, problem[3], problem[4])
+    return t_ours, t_pot, diff, problem
+
+
 def run(device, args):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    problem = make_batch(args.batch, (50, 300), (10, 40), 768, args.seed, device)
     print(f"\n== device {device}, batch {args.batch}, n 50-300, m 10-40, dim 768, "
           f"epsilon {EPSILON}, gw_weight {GW_WEIGHT}, {OUTER_ITER} outer steps, "
           f"inner tol {INNER_TOL:g}, float32")
-    t_ours, plan = timed(lambda: ours(problem), args.repeats, sync)
-    t_pot, pot_plans = timed(lambda: pot_loop(problem, False), args.repeats, sync)
-    t_pot_warm, pot_warm_plans = timed(lambda: pot_loop(problem, True), args.repeats, sync)
-    n_len, m_len = problem[3], problem[4]
-    diff = max_plan_difference(plan, pot_plans, n_len, m_len)
-    diff_warm = max_plan_difference(plan, pot_warm_plans, n_len, m_len)
-    print(f"this solver (batched)               {t_ours * 1e3:9.1f} ms")
-    print(f"POT per-item loop                   {t_pot * 1e3:9.1f} ms   ratio {t_pot / t_ours:6.1f}x")
-    print(f"POT per-item loop, warmstart=True   {t_pot_warm * 1e3:9.1f} ms   ratio {t_pot_warm / t_ours:6.1f}x")
-    print(f"max |plan - POT plan|               {diff:.2e} (warmstart: {diff_warm:.2e})")
-    # POT's batched solver takes padding as zero masses, which gives nan plans
-    # (log 0); it is timed on an unpadded batch of the mean sizes instead.
-    equal = make_batch(args.batch, (175, 175), (25, 25), 768, args.seed, device)
-    t_ours_equal, ours_equal = timed(lambda: ours(equal), args.repeats, sync)
-    t_batch, batch_plan = timed(lambda: pot_batch(equal), args.repeats, sync)
-    batch_diff = max_plan_difference(ours_equal, list(batch_plan), equal[3], equal[4])
-    padded_nan = bool(torch.isnan(pot_batch(problem)).any())
-    print(f"POT ot.batch.solve_gromov_batch     {t_batch * 1e3:9.1f} ms   vs this solver "
-          f"{t_ours_equal * 1e3:.1f} ms on an unpadded batch (n 175, m 25): ratio "
-          f"{t_batch / t_ours_equal:5.1f}x; max plan diff {batch_diff:.2e} (its proximal-point "
-          f"variant with 50 inner iterations is not the same problem); on the padded batch "
-          f"its plans {'contain nan' if padded_nan else 'are finite'}")
+    for kind in ("smooth", "random"):
+        t_ours, t_pot, diff, problem = compare_with_pot(device, args, sync, kind)
+        t_pot_warm, warm_plans = timed(lambda: pot_loop(problem, True), args.pot_repeats, sync)
+        diff_warm = max_plan_difference(ours(problem), warm_plans, problem[3], problem[4])
+        print(f"[{kind} features]")
+        print(f"this solver (batched)               {t_ours * 1e3:9.1f} ms")
+        print(f"POT per-item loop                   {t_pot * 1e3:9.1f} ms   ratio {t_pot / t_ours:6.1f}x")
+        print(f"POT per-item loop, warmstart=True   {t_pot_warm * 1e3:9.1f} ms   ratio {t_pot_warm / t_ours:6.1f}x")
+        print(f"max |plan - POT plan|               {diff:.2e} (warmstart: {diff_warm:.2e})")
 
-    print("scaling with n (batch of the same size, m 10-40):")
-    for n in (100, 200, 400, 800):
-        grown = make_batch(args.batch, (n, n), (10, 40), 768, args.seed, device)
-        t, _ = timed(lambda: ours(grown), args.repeats, sync)
-        print(f"  n = {n:4d}: {t * 1e3:9.1f} ms")
+    if not args.quick:
+        # POT's batched solver takes padding as zero masses, which gives nan plans
+        # (log 0); it is timed on an unpadded batch of the mean sizes instead.
+        problem = make_batch(args.batch, (50, 300), (10, 40), 768, args.seed, device)
+        equal = make_batch(args.batch, (175, 175), (25, 25), 768, args.seed, device)
+        t_ours_equal, ours_equal = timed(lambda: ours(equal), args.repeats, sync)
+        t_batch, batch_plan = timed(lambda: pot_batch(equal), args.repeats, sync)
+        batch_diff = max_plan_difference(ours_equal, list(batch_plan), equal[3], equal[4])
+        padded_nan = bool(torch.isnan(pot_batch(problem)).any())
+        print(f"POT ot.batch.solve_gromov_batch     {t_batch * 1e3:9.1f} ms   vs this solver "
+              f"{t_ours_equal * 1e3:.1f} ms on an unpadded batch (n 175, m 25): ratio "
+              f"{t_batch / t_ours_equal:5.1f}x; max plan diff {batch_diff:.2e} (its proximal-point "
+              f"variant with 50 inner iterations is not the same problem); on the padded batch "
+              f"its plans {'contain nan' if padded_nan else 'are finite'}")
+
+    print("time against the batch size (smooth features, n 50-300, m 10-40); POT's loop "
+          "is measured up to --pot-max-batch items and scaled linearly beyond:")
+    pot_per_item = None
+    for batch in args.batch_sizes:
+        problem = make_batch(batch, (50, 300), (10, 40), 768, args.seed, device)
+        t, _ = timed(lambda: ours(problem), args.repeats, sync)
+        if batch <= args.pot_max_batch:
+            t_pot, _ = timed(lambda: pot_loop(problem, False), args.pot_repeats, sync)
+            pot_per_item = t_pot / batch
+            note = ""
+        else:
+            t_pot = pot_per_item * batch
+            note = " (POT scaled)"
+        print(f"  B = {batch:4d}: {t * 1e3:9.1f} ms ({t / batch * 1e3:6.2f} ms/item)   "
+              f"POT loop {t_pot * 1e3:9.1f} ms   ratio {t_pot / t:6.1f}x{note}")
+
+    print(f"time against n (smooth features, batch {args.n_batch}, m 10-40):")
+    for n in args.lengths:
+        t_ours, t_pot, diff, _ = compare_with_pot(
+            device, args, sync, "smooth", n_range=(n, n), batch=args.n_batch
+        )
+        print(f"  n = {n:4d}: {t_ours * 1e3:9.1f} ms   POT loop {t_pot * 1e3:9.1f} ms   "
+              f"ratio {t_pot / t_ours:6.1f}x   max plan diff {diff:.1e}")
+
+    check_every_sweep(device, args, sync)
+
+
+def check_every_sweep(device, args, sync):
+    """The cost of reading the host every k iterations, on the transfer module's
+    settings (epsilon 0.1, omega 1.7, tol 1e-6, at most 200 iterations):
+    OT-BERT's cosine cost converges before the cap (a larger k runs up to k - 1
+    iterations past convergence), TOT-CAKT's stiffer cost runs to the cap."""
+    cost, _, _, n_len, m_len = make_batch(args.batch, (50, 300), (10, 40), 256, args.seed, device)
+    prior = temporal_cost(n_len, m_len, cost.size(1), cost.size(2))
+    for name, problem in (("OT-BERT", cost), ("TOT-CAKT", cost + 0.5 * prior)):
+        print(f"time against check_every ({name} cost, batch {args.batch}, epsilon 0.1, "
+              f"omega 1.7, max 200 iterations, tol 1e-6):")
+        base = None
+        for k in (1, 2, 5, 10, 20, 50):
+            def solve():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return sinkhorn(problem, n_len, m_len, epsilon=0.1, max_iter=200, tol=1e-6,
+                                    overrelaxation=1.7, check_every=k)
+            t, result = timed(solve, args.repeats, sync)
+            base = base or t
+            print(f"  check_every = {k:3d}: {t * 1e3:8.1f} ms ({t / base:5.2f}x of 1), "
+                  f"{result.n_iter} iterations, {math.ceil(result.n_iter / k)} loop reads")
 
 
 def main():
@@ -170,7 +246,19 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pot-repeats", type=int, default=1,
+                        help="repeats of POT's (slow) loop")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128, 256])
+    parser.add_argument("--pot-max-batch", type=int, default=32,
+                        help="measure POT's loop up to this batch size, scale beyond")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[100, 300, 750, 1500])
+    parser.add_argument("--n-batch", type=int, default=4, help="batch of the n sweep")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sweeps (batch 8, B 8/32, n 100/500), about a minute")
     args = parser.parse_args()
+    if args.quick:
+        args.batch, args.repeats = 8, 1
+        args.batch_sizes, args.lengths, args.n_batch = [8, 32], [100, 500], 2
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, POT {ot.__version__}, {args.threads} CPU threads")
     run(torch.device("cpu"), args)

@@ -14,10 +14,16 @@ from espnet_gmot.ot.costs import (
     uniform_marginals,
 )
 from espnet_gmot.ot.gromov import fused_gromov_wasserstein
-from espnet_gmot.ot.sinkhorn import GRADIENT_MODES, TransportResult, sinkhorn
+from espnet_gmot.ot.sinkhorn import (
+    GRADIENT_MODES,
+    ConvergenceWarning,
+    TransportResult,
+    sinkhorn,
+)
 
 __all__ = [
     "GRADIENT_MODES",
+    "ConvergenceWarning",
     "TransportResult",
     "cosine_cost",
     "fused_gromov_wasserstein",
