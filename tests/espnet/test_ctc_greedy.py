@@ -1,0 +1,174 @@
+"""Batched greedy CTC decoding: the search itself, and against ESPnet's decoder."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from espnet_gmot.bin.asr_inference_ctc_greedy import get_parser, greedy_ctc_search
+from tests.helpers import espnet_pipeline as pipeline
+from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus
+
+CONF = Path(__file__).parent / "conf"
+
+
+class FixedPosteriors(torch.nn.Module):
+    """A stand-in ASR model whose CTC log posteriors are given."""
+
+    def __init__(self, log_probs, lengths):
+        super().__init__()
+        self.log_probs, self.lengths = log_probs, lengths
+        self.ctc = SimpleNamespace(log_softmax=lambda encoded: encoded)
+
+    def encode(self, speech, speech_lengths):
+        return self.log_probs, self.lengths
+
+
+def one_hot_path(path, vocab=5, peak=0.9):
+    probs = torch.full((len(path), vocab), (1 - peak) / (vocab - 1))
+    probs[torch.arange(len(path)), torch.tensor(path)] = peak
+    return probs.log()
+
+
+def test_best_path_collapses_repeats_drops_blanks_and_ignores_padding():
+    first = one_hot_path([0, 1, 1, 0, 1, 2, 2, 3, 0])  # -> 1 1 2 3
+    second = one_hot_path([4, 4, 0, 4, 3, 3, 3, 3, 3])  # valid 4 frames -> 4 4
+    log_probs = torch.stack([first, second])
+    lengths = torch.tensor([9, 4])
+    log_probs[1, 4:] = float("nan")  # padding is never read
+    hyps = greedy_ctc_search(FixedPosteriors(log_probs, lengths), None, None)
+    assert [ids for ids, _ in hyps] == [[1, 1, 2, 3], [4, 4]]
+    assert hyps[0][1] == pytest.approx(9 * torch.tensor(0.9).log().item(), rel=1e-6)
+    assert hyps[1][1] == pytest.approx(4 * torch.tensor(0.9).log().item(), rel=1e-6)
+
+
+def test_beam_search_settings_are_refused_with_the_key():
+    from espnet_gmot.bin.asr_inference_ctc_greedy import check_greedy_config
+
+    base = ["--output_dir", "o", "--data_path_and_name_and_type", "a,speech,sound",
+            "--asr_train_config", "c", "--asr_model_file", "m"]
+    check_greedy_config(get_parser().parse_args(base))
+    for option, value in (("--beam_size", "10"), ("--ctc_weight", "0.3"), ("--nbest", "2"),
+                          ("--penalty", "0.5")):
+        with pytest.raises(ValueError, match=option.lstrip("-")):
+            check_greedy_config(get_parser().parse_args([*base, option, value]))
+    with pytest.raises(ValueError, match="lm_train_config"):
+        check_greedy_config(get_parser().parse_args([*base, "--lm_train_config", "lm.yaml"]))
+
+
+@pytest.fixture(scope="module")
+def sharpened(tmp_path_factory):
+    """A model: gmot trained for one epoch by ESPnet (which then emits only
+    blanks), given a random CTC output layer with large weights and a blank bias
+    that makes the blank win 60% of the frames: peaked posteriors spelling
+    tokens separated by blanks, as a trained CTC model's do."""
+    import soundfile
+    from espnet2.tasks.asr import ASRTask
+
+    root = tmp_path_factory.mktemp("greedy")
+    corpus = make_tiny_corpus(root)
+    bert = make_tiny_bert(root / "bert")
+    conf = root / "tiny_gmot.yaml"
+    conf.write_text((CONF / "tiny_gmot.yaml").read_text().replace("PLM_DIR", str(bert)))
+    exp = root / "exp"
+    exp.mkdir()
+    stats = pipeline.collect_stats(exp, conf, corpus)
+    model_dir = pipeline.train(exp, conf, corpus, stats, extra_args=["--max_epoch", "1"])
+    model, _ = ASRTask.build_model_from_file(
+        model_dir / "config.yaml", model_dir / "valid.loss.best.pth", "cpu")
+    gen = torch.Generator().manual_seed(0)
+    weight = 8 * torch.randn(model.ctc.ctc_lo.weight.shape, generator=gen)
+    weight[0] = 0.0
+    best_token_logits = []
+    with torch.no_grad():
+        for line in (corpus["train"] / "wav.scp").read_text().splitlines():
+            wave, _ = soundfile.read(line.split()[1], dtype="float32")
+            speech = torch.from_numpy(wave)[None]
+            encoded, _ = model.encode(speech, torch.tensor([speech.size(1)]))
+            best_token_logits.append((encoded[0] @ weight[1:].T).max(-1).values)
+    bias = torch.zeros(weight.size(0))
+    bias[0] = torch.quantile(torch.cat(best_token_logits), 0.6)
+    state = model.state_dict()
+    state["ctc.ctc_lo.weight"], state["ctc.ctc_lo.bias"] = weight, bias
+    torch.save(state, model_dir / "sharpened.pth")
+    return dict(exp=exp, model_dir=model_dir, corpus=corpus)
+
+
+def decode_greedy(sharpened, batch_size, name):
+    data_dir = sharpened["corpus"]["train"]
+    out = sharpened["exp"] / name
+    pipeline.run("espnet_gmot.bin.asr_inference_ctc_greedy", [
+        "--ngpu", "0", "--batch_size", batch_size,
+        "--data_path_and_name_and_type", f"{data_dir}/wav.scp,speech,sound",
+        "--key_file", data_dir / "wav.scp",
+        "--asr_train_config", sharpened["model_dir"] / "config.yaml",
+        "--asr_model_file", sharpened["model_dir"] / "sharpened.pth",
+        "--output_dir", out,
+        "--config", Path(__file__).parents[2] / "egs2/aishell/asr_gmot/conf/decode_asr_ctc_greedy.yaml",
+    ], sharpened["exp"] / f"{name}.log")
+    return out / "1best_recog"
+
+
+def read(path):
+    return dict(line.split(" ", 1) if " " in line else (line, "")
+                for line in path.read_text(encoding="utf-8").splitlines())
+
+
+def reference_hypotheses(sharpened):
+    """One utterance at a time through ESPnet's Speech2Text model loading, its
+    encoder and its ``CTC.argmax``: best path, repeats collapsed, blanks dropped."""
+    from itertools import groupby
+
+    import soundfile
+    from espnet2.bin.asr_inference import Speech2Text
+
+    model_dir = sharpened["model_dir"]
+    speech2text = Speech2Text(model_dir / "config.yaml", model_dir / "sharpened.pth",
+                              beam_size=1, ctc_weight=1.0, device="cpu")
+    model = speech2text.asr_model
+    result = {}
+    for line in (sharpened["corpus"]["train"] / "wav.scp").read_text().splitlines():
+        key, path = line.split()
+        wave, _ = soundfile.read(path, dtype="float32")
+        speech = torch.from_numpy(wave)[None]
+        with torch.no_grad():
+            encoded, _ = model.encode(speech, torch.tensor([speech.size(1)]))
+            ids = [k for k, _ in groupby(model.ctc.argmax(encoded)[0].tolist())]
+        ids = [i for i in ids if i not in (0, model.eos)]
+        tokens = speech2text.converter.ids2tokens(ids)
+        result[key] = (speech2text.tokenizer.tokens2text(tokens), " ".join(tokens),
+                       " ".join(map(str, ids)))
+    return result
+
+
+def test_batches_give_espnet_best_path_in_asr_inference_layout(sharpened):
+    reference = reference_hypotheses(sharpened)
+    assert sum(len(text) for text, _, _ in reference.values()) >= 2 * len(reference)
+    for batch_size in (1, 5):
+        best = decode_greedy(sharpened, batch_size, f"greedy_{batch_size}")
+        for name in ("text", "token", "token_int", "score"):
+            assert set(read(best / name)) == set(reference), name
+        texts, tokens, token_ints = read(best / "text"), read(best / "token"), read(best / "token_int")
+        for key, (text, token, token_int) in reference.items():
+            assert (texts[key], tokens[key], token_ints[key]) == (text, token, token_int), (
+                batch_size, key)
+        assert all(float(score) < 0.0 for score in read(best / "score").values())
+
+
+def test_layout_is_the_one_asr_inference_writes(sharpened):
+    data_dir = sharpened["corpus"]["train"]
+    pipeline.decode(sharpened["exp"], sharpened["model_dir"], data_dir, "espnet",
+                    model_file="sharpened.pth")
+    espnet_dir = sharpened["exp"] / "decode_espnet" / "1best_recog"
+    best = decode_greedy(sharpened, 4, "greedy_layout")
+    assert sorted(p.name for p in best.iterdir()) == sorted(p.name for p in espnet_dir.iterdir())
+    for name in ("text", "token", "token_int", "score"):
+        assert list(read(best / name)) == list(read(espnet_dir / name)), name  # same key order
+
+
+def test_sos_eos_is_never_emitted():
+    log_probs = one_hot_path([1, 4, 4, 2], vocab=5)[None]
+    model = FixedPosteriors(log_probs, torch.tensor([4]))
+    model.eos = 4
+    assert greedy_ctc_search(model, None, None)[0][0] == [1, 2]
