@@ -5,6 +5,11 @@ Usage, like the interpreter itself::
     python3 -m espnet_gmot.launch -m espnet2.bin.asr_train --config conf/train_asr_gmot.yaml ...
     python3 -m espnet_gmot.launch pyscripts/utils/some_script.py ...
     ./asr.sh --python "python3 -m espnet_gmot.launch" ...
+    ./asr.sh --python "python3 -m espnet_gmot.launch --asr_inference espnet_gmot.bin.asr_inference_ctc_greedy" ...
+
+``--asr_inference MODULE`` runs ``MODULE`` wherever ``espnet2.bin.asr_inference``
+is asked for: asr.sh's stage 12 then decodes with the batched greedy CTC decoder,
+which takes the same arguments and writes the same files.
 
 It installs an import hook that registers ``model: gmot`` and
 ``frontend: fbank_pitch`` the moment ``espnet2.tasks.asr`` is imported (the
@@ -25,7 +30,9 @@ import sys
 _HOOKED_MODULE = "espnet2.tasks.asr"
 # The script that spawned workers re-run (see espnet_gmot._launch_script).
 SCRIPT_ENV = "ESPNET_GMOT_LAUNCH_SCRIPT"
-_USAGE = "usage: python3 -m espnet_gmot.launch (-m module | -c code | script.py) [args ...]"
+_ESPNET_INFERENCE = "espnet2.bin.asr_inference"
+_USAGE = ("usage: python3 -m espnet_gmot.launch [--asr_inference module] "
+          "(-m module | -c code | script.py) [args ...]")
 
 
 class _RegisteringLoader(importlib.abc.Loader):
@@ -103,6 +110,11 @@ def _run_script(argv) -> None:
 
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    asr_inference = _ESPNET_INFERENCE
+    if argv and argv[0] == "--asr_inference":
+        if len(argv) < 2:
+            sys.exit(f"espnet_gmot.launch: --asr_inference needs a module name\n{_USAGE}")
+        asr_inference, argv = argv[1], argv[2:]
     if not argv or argv[0] in ("-h", "--help"):
         print(_USAGE, file=sys.stderr if not argv else sys.stdout)
         sys.exit(2 if not argv else 0)
@@ -110,6 +122,8 @@ def main(argv=None) -> None:
         if len(argv) < 2:
             sys.exit(_USAGE)
         module, args = argv[1], argv[2:]
+        if module == _ESPNET_INFERENCE:
+            module = asr_inference
         sys.argv = [module, *args]
         if module == "espnet2.bin.asr_train":
             from espnet_gmot.espnet.plm_cache import check_plm_cache_covers_data

@@ -144,6 +144,9 @@ class GreedyCTCDecoder:
         speech = batch["speech"].to(self.device, getattr(torch, self.dtype))
         lengths = batch["speech_lengths"].to(self.device)
         keys = [key for key, _ in items]
+        # asr.sh's stage 12 computes the real-time factor from these two lines;
+        # a batch counts as one decoding of its total length.
+        logging.info(f"speech length: {int(lengths.sum())}")
         try:
             hypotheses = greedy_ctc_search(self.model, speech, lengths)
         except TooShortUttError as err:
@@ -153,6 +156,7 @@ class GreedyCTCDecoder:
             for key in keys:
                 yield key, " ", ["<space>"], [2], 0.0
             return
+        logging.info(f"best hypo: batch of {len(keys)} decoded")
         for key, (token_ids, score) in zip(keys, hypotheses):
             tokens = self.converter.ids2tokens(token_ids)
             text = self.tokenizer.tokens2text(tokens) if self.tokenizer is not None else None

@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "egs2" / "aishell" / "asr_gmot"
 # Created by local/setup.sh or by running the recipe; never part of the recipe.
 GENERATED = {"asr.sh", "db.sh", "pyscripts", "scripts", "utils", "steps", "data", "dump", "exp"}
-LAUNCH = f"{sys.executable} -m espnet_gmot.launch"
+# run.sh's default --inference ctc_greedy: stage 12 runs the greedy decoder.
+GREEDY = "--asr_inference espnet_gmot.bin.asr_inference_ctc_greedy"
+LAUNCH = f"{sys.executable} -m espnet_gmot.launch {GREEDY}"
 
 STANDIN_ASR_SH = """#!/usr/bin/env bash
 # Stand-in for ESPnet's asr.sh: records its arguments one per line, then sources
@@ -270,7 +272,8 @@ def test_setup_links_and_run_routes_through_launch(standin):
     # path.sh and cmd.sh stay the recipe's own files
     assert not (recipe / "path.sh").is_symlink() and not (recipe / "cmd.sh").is_symlink()
 
-    assert opts["python"] == "python3 -m espnet_gmot.launch"  # the default interpreter
+    assert opts["python"] == f"python3 -m espnet_gmot.launch {GREEDY}"  # the default interpreter
+    assert opts["batch_size"] == "32"  # greedy decoding batches
     assert opts["stage"] == "10" and opts["stop_stage"] == "13"
     assert opts["asr_config"] == "conf/train_asr_gmot.yaml"
     assert opts["asr_tag"] == "train_asr_gmot_raw_zh_char_sp"
@@ -337,6 +340,31 @@ def test_methods_options_and_passthrough(standin):
     assert opts["asr_args"] == "--frontend fbank_pitch --max_epoch 1"
     assert opts["asr_stats_dir"] == "exp/asr_stats_raw_fbank_pitch_zh_char_sp"
     assert opts["feats_type"] == "raw"
+
+
+def test_inference_option_routes_stage_12(standin):
+    _, _, recipe = standin
+    run(["local/setup.sh"], recipe)
+    run(["./run.sh", "--python", sys.executable, "--inference", "espnet"], recipe)
+    opts = final_options(recipe)
+    assert opts["python"] == f"{sys.executable} -m espnet_gmot.launch"
+    assert "batch_size" not in opts  # asr.sh's default: one utterance at a time
+    run(["./run.sh", "--python", sys.executable, "--inference_batch_size", "8"], recipe)
+    opts = final_options(recipe)
+    assert (opts["python"], opts["batch_size"]) == (LAUNCH, "8")
+    proc = run(["./run.sh", "--python", sys.executable, "--inference", "beam"], recipe, check=False)
+    assert proc.returncode != 0 and "--inference beam: choose ctc_greedy or espnet" in proc.stderr
+
+
+def test_launch_runs_the_greedy_decoder_where_asr_sh_asks_for_asr_inference():
+    proc = subprocess.run([*LAUNCH.split(), "-m", "espnet2.bin.asr_inference", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Greedy CTC decoding" in proc.stdout
+    plain = subprocess.run([sys.executable, "-m", "espnet_gmot.launch", "-m",
+                            "espnet2.bin.asr_inference", "--help"], capture_output=True, text=True)
+    assert plain.returncode == 0 and "Greedy CTC decoding" not in plain.stdout
+    assert "--time_sync" in plain.stdout  # ESPnet's own decoder
 
 
 def test_fbank_pitch_dump_built_from_asr1_raw_dump(standin):
@@ -507,7 +535,7 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
     # stages 10-12), with ${python} = opts["python"]; jobs run directly instead
     # of through run.pl / espnet2.bin.launch, which need Kaldi's utils.
     python = opts["python"].split()
-    assert python == [sys.executable, "-m", "espnet_gmot.launch"]
+    assert python == LAUNCH.split()
     train_dir, valid_dir = "dump/raw/train_sp", f"dump/raw/{opts['valid_set']}"
     token_list = "data/zh_token_list/char/tokens.txt"
     stats = "exp/asr_stats_raw_zh_char_sp"
@@ -567,7 +595,7 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
     assert opts["eval_valid_set"] == "true"
     valid_dir = f"dump/raw/org/{opts['valid_set']}"
     out = recipe / exp / "decode_test" / "output.1"
-    run([*python, "-m", "espnet2.bin.asr_inference", "--batch_size", "1", "--ngpu", "0",
+    run([*python, "-m", "espnet2.bin.asr_inference", "--batch_size", opts["batch_size"], "--ngpu", "0",
          "--data_path_and_name_and_type", f"{valid_dir}/wav.scp,speech,{sound}",
          "--key_file", f"{valid_dir}/wav.scp", "--asr_train_config", f"{exp}/config.yaml",
          "--asr_model_file", f"{exp}/{opts['inference_asr_model']}", "--output_dir", out,

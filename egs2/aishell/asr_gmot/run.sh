@@ -9,6 +9,12 @@
 # Stages (asr.sh's numbering):
 #     10  collect stats          11  training
 #     12  decoding (CTC greedy)  13  scoring (CER with sclite)
+# Stage 12 decodes with espnet_gmot.bin.asr_inference_ctc_greedy (--inference
+# ctc_greedy, the papers' best-path decoding, batched): run.sh gives asr.sh the
+# prefix "python3 -m espnet_gmot.launch --asr_inference <that module>", which
+# runs it where asr.sh asks for espnet2.bin.asr_inference, with the same
+# arguments and output files. --inference espnet keeps ESPnet's decoder (beam
+# search as --inference_config says; CTC prefix search with beam 1 by default).
 # Before asr.sh, run.sh itself may
 #     - dump Kaldi-free fbank+pitch features (--feats_type fbank_pitch, when
 #       the dump lacks them; needed from stage 10 on),
@@ -37,6 +43,9 @@
 #   --plm_cache_opts []     extra dump_plm_states options, e.g. "--device cuda --batch_size 128"
 #   --fbank_nj [8]          parallel jobs of the fbank_pitch dump
 #   --python [python3]      interpreter, or a prefix such as "coverage run --append"
+#   --inference [ctc_greedy] ctc_greedy | espnet (see stage 12 above)
+#   --inference_batch_size [32] utterances per greedy decoding batch (asr.sh's
+#                           --batch_size; espnet decodes one at a time)
 #   --inference_config [conf/decode_asr_ctc_greedy.yaml]
 #   --inference_asr_model [valid.cer_ctc.ave.pth]
 #   --train_set [train] --valid_set [dev] --test_sets ["dev test"]
@@ -69,6 +78,8 @@ plm=
 plm_cache_opts=
 fbank_nj=8
 python="${python:-python3}"
+inference=ctc_greedy
+inference_batch_size=32
 inference_config=conf/decode_asr_ctc_greedy.yaml
 inference_asr_model=valid.cer_ctc.ave.pth
 train_set=train
@@ -81,7 +92,7 @@ expdir=exp
 
 own_options="stage stop_stage method asr_config asr_tag asr_args asr_stats_dir feats_type"
 own_options+=" frontend audio_format plm_cache plm plm_cache_opts fbank_nj python"
-own_options+=" inference_config inference_asr_model train_set valid_set test_sets eval_valid_set"
+own_options+=" inference inference_batch_size inference_config inference_asr_model train_set valid_set test_sets eval_valid_set"
 own_options+=" speed_perturb_factors dumpdir expdir"
 passthrough=()
 while [ $# -gt 0 ]; do
@@ -132,6 +143,10 @@ case "${frontend}" in
     ""|default) frontend= ;;
     fbank_pitch) [ "${feats_type}" = raw ] || die "--frontend fbank_pitch needs --feats_type raw (fbank_pitch dumps are features already)" ;;
     *) die "--frontend ${frontend}: choose default or fbank_pitch" ;;
+esac
+case "${inference}" in
+    ctc_greedy|espnet) ;;
+    *) die "--inference ${inference}: choose ctc_greedy or espnet" ;;
 esac
 case "${plm_cache}" in
     true|false) ;;
@@ -282,6 +297,12 @@ if [ -n "${asr_args}" ]; then
     opts+=(--asr_args "${asr_args}")
 fi
 
+launch="${python} -m espnet_gmot.launch"
+if [ "${inference}" = ctc_greedy ]; then
+    launch+=" --asr_inference espnet_gmot.bin.asr_inference_ctc_greedy"
+    opts+=(--batch_size "${inference_batch_size}")
+fi
+
 log "asr.sh: ${asr_config} -> ${expdir}/asr_${asr_tag}"
 ./asr.sh \
     --stage "${stage}" \
@@ -304,6 +325,6 @@ log "asr.sh: ${asr_config} -> ${expdir}/asr_${asr_tag}"
     --asr_speech_fold_length 512 \
     --asr_text_fold_length 150 \
     --lm_fold_length 150 \
-    --python "${python} -m espnet_gmot.launch" \
+    --python "${launch}" \
     ${opts[@]+"${opts[@]}"} \
     ${passthrough[@]+"${passthrough[@]}"}

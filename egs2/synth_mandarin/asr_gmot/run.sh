@@ -7,7 +7,7 @@
 #   4 features  Kaldi-compatible 80 fbank + 3 pitch (espnet_gmot.bin.dump_fbank_pitch)
 #   5 stats     ESPnet collect-stats (shapes, global mean/variance)
 #   6 train     stock Conformer-CTC baseline, OT-BERT, TOT-CAKT, GM-OT
-#   7 decode    CTC greedy decoding of dev and test (ESPnet Speech2Text)
+#   7 decode    CTC greedy decoding of dev and test (batched best path; or ESPnet's beam search)
 #   8 score     CER with sclite (Debian sctk)
 #   9 report    RESULTS.md and coupling heat maps (PNG)
 #
@@ -27,13 +27,15 @@ plm_opts=""                            # extra options of local/train_teacher_pl
 max_epoch=""                           # overrides the configs' max_epoch when set
 test_sets="dev test"
 plot_utts=3                            # coupling heat maps per method
+inference=ctc_greedy                   # ctc_greedy: espnet_gmot.bin.asr_inference_ctc_greedy (batched
+                                       # best path); espnet: espnet2.bin.asr_inference (beam 1 prefix search)
 
 usage() {
     sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     echo "Options (default):"
     for name in ${option_names}; do printf '  --%s (%s)\n' "${name}" "${!name}"; done
 }
-option_names="stage stop_stage nj python systems corpus_opts corpus_size plm_minutes plm_opts max_epoch test_sets plot_utts"
+option_names="stage stop_stage nj python systems corpus_opts corpus_size plm_minutes plm_opts max_epoch test_sets plot_utts inference"
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -49,6 +51,11 @@ while [ $# -gt 0 ]; do
         *) echo "run.sh: unknown option --${name} (see --help)" >&2; exit 2 ;;
     esac
 done
+
+case "${inference}" in
+    ctc_greedy|espnet) ;;
+    *) echo "run.sh: --inference must be ctc_greedy or espnet, got '${inference}'" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "$0")"
 launch="${python} -m espnet_gmot.launch -m"
@@ -175,7 +182,11 @@ decode_one() {  # decode_one SYSTEM SET: writes exp/asr_SYSTEM/decode_SET/text a
     local dir=exp/asr_$1 out=exp/asr_$1/decode_$2
     rm -rf "${out}.tmp"
     mkdir -p "${out}.tmp"
-    ${launch} espnet2.bin.asr_inference --ngpu 0 --batch_size 1 \
+    local module=espnet_gmot.bin.asr_inference_ctc_greedy batch_size=32
+    if [ "${inference}" = espnet ]; then
+        module=espnet2.bin.asr_inference batch_size=1
+    fi
+    ${launch} "${module}" --ngpu 0 --batch_size "${batch_size}" \
         --data_path_and_name_and_type "${feats}/$2/feats.scp,speech,kaldi_ark" \
         --asr_train_config "${dir}/config.yaml" \
         --asr_model_file "${dir}/valid.cer_ctc.ave.pth" \
