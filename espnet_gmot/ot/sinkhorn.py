@@ -199,10 +199,7 @@ def prepare_problem(
         check.add_finite("cost", work_cost)
         for (name, _), work in zip(structures, work_structures):
             check.add_finite(name, work)
-    detached = work_cost.detach()
-    top = detached.masked_fill(~mask, float("-inf")).amax((1, 2))
-    bottom = detached.masked_fill(~mask, float("inf")).amin((1, 2))
-    check.add_value("cost_range", (top - bottom).max() if batch else zero)
+    check.add_value("cost_range", item_cost_range(work_cost, mask).max() if batch else zero)
     for i, work in enumerate(work_structures):
         check.add_value(f"structure_max{i}", work.detach().abs().amax() if batch else zero)
     extra = check.read()
@@ -215,6 +212,14 @@ def prepare_problem(
         cost_range=extra["cost_range"],
         structure_max=tuple(extra[f"structure_max{i}"] for i in range(len(structures))),
     )
+
+
+def item_cost_range(cost: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``max - min`` of each item's valid costs, ``(B,)``, on the device."""
+    detached = cost.detach()
+    top = detached.masked_fill(~mask, float("-inf")).amax((1, 2))
+    bottom = detached.masked_fill(~mask, float("inf")).amin((1, 2))
+    return top - bottom
 
 
 def annealing_stages(cost_range: float, epsilon: float, max_iter: int) -> int:
@@ -536,10 +541,8 @@ def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages):
     them (clamped to ``[0, stages]``): it starts where its kernel is smooth,
     whatever the other items' ranges. Returns the duals and ``K_b``.
     """
-    detached = cost.detach()
-    top = detached.masked_fill(~mask, float("-inf")).amax((1, 2))
-    bottom = detached.masked_fill(~mask, float("inf")).amin((1, 2))
-    wanted = torch.ceil(torch.log2((top - bottom).clamp_min(epsilon) / epsilon))
+    cost_range = item_cost_range(cost, mask)
+    wanted = torch.ceil(torch.log2(cost_range.clamp_min(epsilon) / epsilon))
     item_stages = torch.nan_to_num(wanted, nan=0.0).clamp(0, stages).long()
     for k in range(stages):
         taking_part = (stages - k <= item_stages)[:, None]
