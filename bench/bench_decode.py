@@ -20,6 +20,7 @@ CTC log probabilities, and the CER of each against the reference. Usage::
 """
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ def cer(hyps, refs):
 @torch.no_grad()
 def ctc_log_probability(model, features, text_ids):
     """log P(text | features) under CTC (sum over alignments), for a difference's report."""
-    speech = torch.from_numpy(features)[None]
+    speech = torch.from_numpy(features.copy())[None]
     encoded, lengths = model.encode(speech, torch.tensor([speech.size(1)]))
     if isinstance(encoded, tuple):
         encoded = encoded[0]
@@ -71,6 +72,9 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # The trained configs name their statistics relative to the recipe directory.
+    os.chdir(args.demo)
+    args.demo = Path(".")
     exp = args.demo / "exp" / f"asr_{args.system}"
     config, model_file = exp / "config.yaml", exp / "valid.cer_ctc.ave.pth"
     if not model_file.exists():
@@ -91,13 +95,14 @@ def main():
         keys = sorted(feats)
         items = [(k, {"speech": feats[k]}) for k in keys]
         list(greedy(items[:4]))  # warm-up
-        espnet(torch.from_numpy(feats[keys[0]]))
+        # ESPnet's GlobalMVN normalises its input in place: give it copies.
+        espnet(torch.from_numpy(feats[keys[0]].copy()))
 
         espnet_hyps, espnet_ids, espnet_times = {}, {}, []
         for key in keys:
             synchronize()
             start = time.perf_counter()
-            text, _, token_int, _ = espnet(torch.from_numpy(feats[key]))[0]
+            text, _, token_int, _ = espnet(torch.from_numpy(feats[key].copy()))[0]
             synchronize()
             espnet_times.append(time.perf_counter() - start)
             espnet_hyps[key], espnet_ids[key] = (text or "").replace(" ", ""), token_int

@@ -273,7 +273,7 @@ def test_setup_links_and_run_routes_through_launch(standin):
     assert not (recipe / "path.sh").is_symlink() and not (recipe / "cmd.sh").is_symlink()
 
     assert opts["python"] == f"python3 -m espnet_gmot.launch {GREEDY}"  # the default interpreter
-    assert opts["batch_size"] == "32"  # greedy decoding batches
+    assert opts["batch_size"] == "1"  # one utterance per greedy decoding batch
     assert opts["stage"] == "10" and opts["stop_stage"] == "13"
     assert opts["asr_config"] == "conf/train_asr_gmot.yaml"
     assert opts["asr_tag"] == "train_asr_gmot_raw_zh_char_sp"

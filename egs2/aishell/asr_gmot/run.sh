@@ -44,8 +44,9 @@
 #   --fbank_nj [8]          parallel jobs of the fbank_pitch dump
 #   --python [python3]      interpreter, or a prefix such as "coverage run --append"
 #   --inference [ctc_greedy] ctc_greedy | espnet (see stage 12 above)
-#   --inference_batch_size [32] utterances per greedy decoding batch (asr.sh's
-#                           --batch_size; espnet decodes one at a time)
+#   --inference_batch_size [1] utterances per greedy decoding batch (asr.sh's
+#                           --batch_size); more is faster on a GPU but not
+#                           padding-invariant (see the README)
 #   --inference_config [conf/decode_asr_ctc_greedy.yaml]
 #   --inference_asr_model [valid.cer_ctc.ave.pth]
 #   --train_set [train] --valid_set [dev] --test_sets ["dev test"]
@@ -79,7 +80,7 @@ plm_cache_opts=
 fbank_nj=8
 python="${python:-python3}"
 inference=ctc_greedy
-inference_batch_size=32
+inference_batch_size=1
 inference_config=conf/decode_asr_ctc_greedy.yaml
 inference_asr_model=valid.cer_ctc.ave.pth
 train_set=train

@@ -10,6 +10,12 @@ from pathlib import Path
 import torch
 import yaml
 
+DECODERS = {
+    "ctc_greedy": "CTC greedy decoding (best path, espnet_gmot.bin.asr_inference_ctc_greedy)",
+    "espnet": "CTC decoding by ESPnet's espnet2.bin.asr_inference (prefix search, beam 1, "
+              "ctc_weight 1.0)",
+}
+
 NAMES = {
     "baseline": "Conformer-CTC (stock ESPnet)",
     "otbert": "OT-BERT",
@@ -48,6 +54,7 @@ def main():
     parser.add_argument("--systems", default="baseline otbert totcakt gmot")
     parser.add_argument("--sets", default="dev test")
     parser.add_argument("--output", type=Path, default=Path("RESULTS.md"))
+    parser.add_argument("--inference", choices=sorted(DECODERS), default="ctc_greedy")
     parser.add_argument("--couplings", type=Path, default=Path("couplings"))
     args = parser.parse_args()
     sets = args.sets.split()
@@ -65,7 +72,7 @@ def main():
 
     lines = ["# Results on the generated Mandarin corpus", "",
              "Written by `run.sh` stage 9. CER by sclite (Debian sctk) on characters; "
-             "CTC greedy decoding (ESPnet Speech2Text, beam 1, ctc_weight 1.0) of the "
+             f"{DECODERS[args.inference]} of the "
              "average of the best checkpoints by validation CER. Parameters are those "
              "used at inference (the PLM is not part of the model).", "", *rows, ""]
     corpus_stats = Path("downloads/data_aishell/corpus_stats.json")
