@@ -38,7 +38,6 @@ Usage::
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys

@@ -6,16 +6,11 @@ ESPnet's ``--use_amp true`` wraps the forward pass in ``torch.cuda.amp.autocast`
 test runs ESPnet's own combination where a GPU is present.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 
-from espnet_gmot.espnet.registry import register
-from tests.helpers.tiny_asr import SENTENCES, make_tiny_bert, make_tiny_corpus
+from tests.helpers.tiny_asr import build_tiny_gmot, make_tiny_bert, make_tiny_corpus
 
-CONF = Path(__file__).parent / "conf" / "tiny_gmot.yaml"
 METHODS = {
     "otbert": dict(gw_weight=0.0, temporal_weight=0.0),
     "totcakt": dict(gw_weight=0.0, temporal_weight=0.5),
@@ -30,21 +25,8 @@ def workspace(tmp_path_factory):
 
 
 def build(workspace, method):
-    from espnet2.tasks.asr import ASRTask
-
-    register()
     root, corpus, bert = workspace
-    config = yaml.safe_load(CONF.read_text())
-    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
-    config["model_conf"]["transfer_conf"].update(METHODS[method])
-    path = root / f"{method}.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    args = ASRTask.get_parser().parse_args(
-        ["--config", str(path), "--token_list", str(corpus["token_list"]),
-         "--token_type", "char", "--output_dir", str(root / "out")]
-    )
-    torch.manual_seed(0)
-    return ASRTask.build_model(args)
+    return build_tiny_gmot(root, corpus["token_list"], bert, transfer_conf=METHODS[method])
 
 
 def make_batch(workspace, seconds=(6.0, 5.0, 3.5), chars=(60, 48, 30)):

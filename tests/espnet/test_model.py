@@ -1,16 +1,10 @@
 """model: gmot built by ESPnet's ASRTask from yaml, its forward, encode and inputs."""
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 
-from espnet_gmot.espnet.registry import register
 from espnet_gmot.transfer import token_ids_to_text
-from tests.helpers.tiny_asr import SENTENCES, make_tiny_bert, make_tiny_corpus
-
-CONF = Path(__file__).parent / "conf" / "tiny_gmot.yaml"
+from tests.helpers.tiny_asr import SENTENCES, build_tiny_gmot, make_tiny_bert, make_tiny_corpus
 
 
 @pytest.fixture(scope="module")
@@ -22,25 +16,8 @@ def workspace(tmp_path_factory):
 
 
 def build(workspace, **model_conf_changes):
-    from espnet2.tasks.asr import ASRTask
-
-    register()
     root, corpus, bert = workspace
-    config = yaml.safe_load(CONF.read_text())
-    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
-    for key, value in model_conf_changes.items():
-        if isinstance(value, dict):
-            config["model_conf"].setdefault(key, {}).update(value)
-        else:
-            config["model_conf"][key] = value
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    args = ASRTask.get_parser().parse_args(
-        ["--config", str(path), "--token_list", str(corpus["token_list"]),
-         "--token_type", "char", "--output_dir", str(root / "out")]
-    )
-    torch.manual_seed(0)
-    return ASRTask.build_model(args)
+    return build_tiny_gmot(root, corpus["token_list"], bert, **model_conf_changes)
 
 
 def batch(workspace, sentences=SENTENCES[:3], seconds=(1.0, 0.8, 0.6)):

@@ -106,3 +106,33 @@ def make_tiny_bert(path: Path, hidden_size: int = 32, extra_chars: str = "") -> 
     torch.manual_seed(0)
     BertModel(config).save_pretrained(path)
     return path
+
+
+TINY_GMOT_CONF = Path(__file__).parents[1] / "espnet" / "conf" / "tiny_gmot.yaml"
+
+
+def build_tiny_gmot(root: Path, token_list: Path, bert: Path, **model_conf_changes):
+    """``model: gmot`` from ``tiny_gmot.yaml`` through ESPnet's ``ASRTask.build_model``;
+    dict values update the ``model_conf`` section of the same name."""
+    import torch
+    import yaml
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_gmot.espnet.registry import register
+
+    register()
+    config = yaml.safe_load(TINY_GMOT_CONF.read_text())
+    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
+    for key, value in model_conf_changes.items():
+        if isinstance(value, dict):
+            config["model_conf"].setdefault(key, {}).update(value)
+        else:
+            config["model_conf"][key] = value
+    path = Path(root) / "config.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(path), "--token_list", str(token_list),
+         "--token_type", "char", "--output_dir", str(Path(root) / "out")]
+    )
+    torch.manual_seed(0)
+    return ASRTask.build_model(args)
