@@ -140,11 +140,11 @@ class GreedyCTCDecoder:
         else:
             self.tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
         self.converter = TokenIDConverter(token_list=model.token_list)
+        self.collate = ASRTask.build_collate_fn(train_args, False)
 
     def __call__(self, items: Sequence[Tuple[str, Dict[str, np.ndarray]]]):
         """Decode ``(key, data)`` items; yields ``(key, text, tokens, token_ids, score)``."""
-        collate = ASRTask.build_collate_fn(self.train_args, False)
-        _, batch = collate(list(items))
+        _, batch = self.collate(list(items))
         speech = batch["speech"].to(self.device, getattr(torch, self.dtype))
         lengths = batch["speech_lengths"].to(self.device)
         keys = [key for key, _ in items]

@@ -8,7 +8,7 @@ import torch
 
 from espnet_gmot.bin.asr_inference_ctc_greedy import get_parser, greedy_ctc_search
 from tests.helpers import espnet_pipeline as pipeline
-from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus
+from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
 
 CONF = Path(__file__).parent / "conf"
 
@@ -70,11 +70,11 @@ def sharpened(tmp_path_factory):
     corpus = make_tiny_corpus(root)
     bert = make_tiny_bert(root / "bert")
     conf = root / "tiny_gmot.yaml"
-    conf.write_text((CONF / "tiny_gmot.yaml").read_text().replace("PLM_DIR", str(bert)))
+    conf.write_text(tiny_gmot_config_text(bert, max_epoch=1))
     exp = root / "exp"
     exp.mkdir()
     stats = pipeline.collect_stats(exp, conf, corpus)
-    model_dir = pipeline.train(exp, conf, corpus, stats, extra_args=["--max_epoch", "1"])
+    model_dir = pipeline.train(exp, conf, corpus, stats)
     model, _ = ASRTask.build_model_from_file(
         model_dir / "config.yaml", model_dir / "valid.loss.best.pth", "cpu")
     gen = torch.Generator().manual_seed(0)

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from tests.helpers import espnet_pipeline as pipeline
-from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus
+from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
 
 CONF = Path(__file__).parent / "conf"
 REPO = Path(__file__).resolve().parents[2]
@@ -35,8 +35,7 @@ def runs(tmp_path_factory):
     corpus = make_tiny_corpus(root)
     bert = make_tiny_bert(root / "bert")
     config = root / "tiny_gmot.yaml"
-    config.write_text((CONF / "tiny_gmot.yaml").read_text()
-                      .replace("PLM_DIR", str(bert)).replace("max_epoch: 2", "max_epoch: 1"))
+    config.write_text(tiny_gmot_config_text(bert, max_epoch=1))
     exp = root / "exp"
     exp.mkdir()
     stats = pipeline.collect_stats(exp, config, corpus)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import espnet_pipeline as pipeline
-from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus
+from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
 
 CONF = Path(__file__).parent / "conf"
 
@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     corpus = make_tiny_corpus(root)
     bert = make_tiny_bert(root / "bert")
     gmot_conf = root / "tiny_gmot.yaml"
-    gmot_conf.write_text((CONF / "tiny_gmot.yaml").read_text().replace("PLM_DIR", str(bert)))
+    gmot_conf.write_text(tiny_gmot_config_text(bert))
     exp = root / "exp"
     exp.mkdir()
     stats = pipeline.collect_stats(exp, gmot_conf, corpus)

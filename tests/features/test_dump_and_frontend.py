@@ -262,6 +262,7 @@ def test_staging_left_by_a_killed_run_is_removed(tmp_path):
     run_dump(data, output)
     assert sorted(p.name for p in output.parent.iterdir()) == sorted(
         [".dev.tmp-1-abc", live.name, "train"])
+    assert not stale.exists() and not legacy.exists()
     assert sorted(kaldiio.load_scp(str(output / "feats.scp"))) == ["utt_a"]
 
 

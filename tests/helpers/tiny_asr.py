@@ -111,6 +111,12 @@ def make_tiny_bert(path: Path, hidden_size: int = 32, extra_chars: str = "") -> 
 TINY_GMOT_CONF = Path(__file__).parents[1] / "espnet" / "conf" / "tiny_gmot.yaml"
 
 
+def tiny_gmot_config_text(bert: Path, max_epoch: int = 2) -> str:
+    """``tiny_gmot.yaml`` with the teacher at ``bert`` and ``max_epoch`` epochs."""
+    text = TINY_GMOT_CONF.read_text().replace("PLM_DIR", str(bert))
+    return text.replace("max_epoch: 2", f"max_epoch: {max_epoch}")
+
+
 def build_tiny_gmot(root: Path, token_list: Path, bert: Path, **model_conf_changes):
     """``model: gmot`` from ``tiny_gmot.yaml`` through ESPnet's ``ASRTask.build_model``;
     dict values update the ``model_conf`` section of the same name."""

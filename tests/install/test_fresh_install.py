@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import espnet_pipeline as pipeline
-from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus
+from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
 
 pytestmark = pytest.mark.install
 
@@ -96,9 +96,8 @@ def test_tiny_train_and_decode_with_espnet_defaults(venv, tmp_path):
     corpus = make_tiny_corpus(tmp_path)
     bert = make_tiny_bert(tmp_path / "bert")
     config = tmp_path / "tiny_gmot.yaml"
-    text = (CONF / "tiny_gmot.yaml").read_text().replace("PLM_DIR", str(bert))
+    text = tiny_gmot_config_text(bert, max_epoch=1)
     # ESPnet's defaults: tensorboard logging and attention plots.
-    text = text.replace("max_epoch: 2", "max_epoch: 1")
     text = re.sub(r"^(use_tensorboard|num_att_plot):.*\n", "", text, flags=re.M)
     config.write_text(text)
     exp = tmp_path / "exp"

@@ -45,3 +45,14 @@ def pad_batch(problems, pad_value=float("nan")):
         n_len.append(n)
         m_len.append(m)
     return cost, source, target, torch.tensor(n_len), torch.tensor(m_len)
+
+
+def pot_sinkhorn_plan(cost, epsilon):
+    """POT's log-domain Sinkhorn plan of one float64 ``(n, m)`` cost with uniform
+    masses, run to a marginal error of 1e-13: the oracle of the OT tests."""
+    import ot
+
+    n, m = cost.shape
+    return ot.sinkhorn(torch.full((n,), 1 / n, dtype=torch.float64),
+                       torch.full((m,), 1 / m, dtype=torch.float64), cost, epsilon,
+                       method="sinkhorn_log", stopThr=1e-13, numItermax=100000)

@@ -3,7 +3,6 @@
 import math
 import warnings
 
-import ot
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ from espnet_gmot.ot import (
     temporal_cost,
 )
 from espnet_gmot.ot.sinkhorn import ConvergenceWarning
-from tests.ot.problems import make_problem, pad_batch
+from tests.ot.problems import make_problem, pad_batch, pot_sinkhorn_plan
 
 
 def padded_features(dtype, scale=1.0, seed=0):
@@ -227,10 +226,7 @@ def test_non_finite_cells_pass_through_when_checks_are_off():
 
 def test_epsilon_scaling_keeps_the_fixed_point_of_pot():
     cost, _, _ = make_problem(23, 9, "monotone", seed=4)
-    n, m = cost.shape
-    reference = ot.sinkhorn(torch.full((n,), 1 / n, dtype=torch.float64),
-                            torch.full((m,), 1 / m, dtype=torch.float64), cost, 0.05,
-                            method="sinkhorn_log", stopThr=1e-13, numItermax=100000)
+    reference = pot_sinkhorn_plan(cost, 0.05)
     for scaling in (True, False):
         ours = sinkhorn(cost[None], epsilon=0.05, max_iter=100000, tol=1e-12,
                         epsilon_scaling=scaling)
@@ -304,10 +300,7 @@ def test_papers_settings_converge_within_the_transfer_modules_budget(epsilon, gw
 
 def test_newton_polish_reaches_pots_plan_where_sinkhorn_stops_short():
     cost, _, _ = make_problem(23, 9, "monotone", seed=0)
-    n, m = cost.shape
-    reference = ot.sinkhorn(torch.full((n,), 1 / n, dtype=torch.float64),
-                            torch.full((m,), 1 / m, dtype=torch.float64), cost, 0.05,
-                            method="sinkhorn_log", stopThr=1e-13, numItermax=100000)
+    reference = pot_sinkhorn_plan(cost, 0.05)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         short = sinkhorn(cost[None], epsilon=0.05, max_iter=20, tol=1e-12, newton_steps=0)
