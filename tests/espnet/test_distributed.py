@@ -23,6 +23,8 @@ import torch
 from tests.helpers import espnet_pipeline as pipeline
 from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
 
+pytestmark = pytest.mark.slow
+
 CONF = Path(__file__).parent / "conf"
 REPO = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
