@@ -1,4 +1,4 @@
-"""ESPnet glue: the CTC ASR model with OT-based PLM knowledge transfer (``model: gmot``)."""
+"""ESPnet glue: any ESPnet ASR model with OT-based PLM knowledge transfer (``model: gmot``)."""
 
 import inspect
 import logging
@@ -19,32 +19,53 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
 from espnet_gmot.espnet.plm_cache import CACHES_IN_USE_ENV
-from espnet_gmot.transfer import OTKnowledgeTransfer, PLMTeacher, token_ids_to_text
+from espnet_gmot.espnet.tokens import token_ids_to_text
+from espnet_gmot.transfer import OTKnowledgeTransfer, PLMTeacher
 
 # Constructor arguments that ESPnet builds from other yaml sections.
 _BUILT_BY_ESPNET = (
     "self", "unknown", "vocab_size", "token_list", "frontend", "specaug", "normalize",
     "preencoder", "encoder", "postencoder", "decoder", "ctc", "joint_network",
 )
+# ESPnet's default CTC weight of a model with a decoder (ESPnetASRModel's own).
+_ESPNET_CTC_WEIGHT = 0.5
 
 
 class ESPnetGMOTModel(ESPnetASRModel):
-    """Conformer-CTC with OT-BERT / TOT-CAKT / GM-OT knowledge transfer.
+    """ESPnet's ASR model plus OT-BERT / TOT-CAKT / GM-OT knowledge transfer.
 
-    The loss is ``ctc_weight * L_ctc + (1 - ctc_weight) * transfer_weight *
-    (L_align + L_fgw)`` (TOT eq. 24, ``lambda`` and ``w``); CTC reads the fused
-    features, and :meth:`encode` returns them, so ESPnet's ``Speech2Text``
-    decodes this model unchanged and without the PLM.
+    Everything ``model: espnet`` takes works unchanged: CTC-only (the papers'
+    model, no decoder), hybrid CTC/attention (a decoder and ESPnet's
+    ``ctc_weight``), intermediate CTC (``interctc_weight``), transducers, any
+    frontend, encoder and postencoder. The ASR loss ``L_asr`` is ESPnet's own,
+    computed by :class:`ESPnetASRModel` (hybrid CTC/attention, intermediate CTC
+    included), on the fused features ``H_at`` (TOT eq. 22): CTC *and* the
+    decoder read them, and :meth:`encode` returns them, so ESPnet's
+    ``Speech2Text`` (joint CTC/attention beam search) and the greedy CTC
+    decoder decode this model unchanged and without the PLM. The total loss is
+    (TOT eq. 24, with ``L_ctc`` generalised to ESPnet's ASR loss)::
+
+        loss = asr_weight * L_asr + (1 - asr_weight) * transfer_weight * (L_align + L_fgw)
+
+    The transfer taps the final encoder output (after the postencoder), the
+    ``H_ca`` of the papers. With intermediate CTC the encoder also returns
+    intermediate outputs; they feed ESPnet's intermediate CTC unchanged, not
+    the transfer: the fusion adds the transferred features back onto the layer
+    they were adapted from (eq. 22), and only the final layer feeds CTC and the
+    decoder, so tapping another layer would need a second fusion path that
+    the papers do not have.
 
     PLM states come from the batch when the data has a ``plm_states`` key
     (precomputed with ``python -m espnet_gmot.bin.dump_plm_states``), otherwise
     from the frozen teacher ``plm_conf.name_or_path``, loaded on first use.
 
-    Args (besides ESPnet's):
-        ctc_weight: ``lambda``, the CTC share of the total loss. This model is
-            CTC-only, so unlike ESPnet's attention models this weighs CTC
-            against the transfer losses.
-        transfer_weight: ``w``, weight of the transfer losses.
+    Args (besides ESPnet's, which keep ESPnet's meaning):
+        ctc_weight: ESPnet's CTC weight against the attention decoder. Default:
+            1.0 without a decoder (CTC-only), ESPnet's 0.5 with one.
+        asr_weight: ``lambda`` of TOT eq. 24 (0.3 in the papers): the share of
+            the ASR loss against the transfer losses. In the papers' CTC-only
+            model ``L_asr`` is ``L_ctc``.
+        transfer_weight: ``w`` of TOT eq. 24, weight of ``L_align + L_fgw``.
         transfer_conf: arguments of :class:`OTKnowledgeTransfer` (``plm_dim``,
             ``gw_weight``, ``temporal_weight``, ``epsilon``, ``fusion_scale``, ...).
         plm_conf: ``name_or_path`` (default ``bert-base-chinese``) and
@@ -65,7 +86,10 @@ class ESPnetGMOTModel(ESPnetASRModel):
         decoder: Optional[AbsDecoder],
         ctc: CTC,
         joint_network: Optional[torch.nn.Module] = None,
-        ctc_weight: float = 0.3,
+        aux_ctc: Optional[dict] = None,
+        ctc_weight: Optional[float] = None,
+        interctc_weight: float = 0.0,
+        asr_weight: float = 0.3,
         transfer_weight: float = 1.0,
         transfer_conf: Optional[dict] = None,
         plm_conf: Optional[dict] = None,
@@ -76,7 +100,13 @@ class ESPnetGMOTModel(ESPnetASRModel):
         report_wer: bool = True,
         sym_space: str = "<space>",
         sym_blank: str = "<blank>",
+        transducer_multi_blank_durations: Optional[List] = None,
+        transducer_multi_blank_sigma: float = 0.05,
+        sym_sos: str = "<sos/eos>",
+        sym_eos: str = "<sos/eos>",
+        autocast_frontend: bool = False,
         extract_feats_in_collect_stats: bool = True,
+        lang_token_id: int = -1,
         **unknown,
     ):
         if unknown:
@@ -88,13 +118,27 @@ class ESPnetGMOTModel(ESPnetASRModel):
                 f"Unknown key(s) {sorted(unknown)} in model_conf for model: gmot. "
                 f"Known keys: {known}"
             )
-        if decoder is not None or joint_network is not None:
+        has_decoder = decoder is not None or joint_network is not None
+        if ctc_weight is None:
+            ctc_weight = _ESPNET_CTC_WEIGHT if has_decoder else 1.0
+        elif not has_decoder and ctc_weight < 1.0:
+            # Earlier versions of model: gmot read ctc_weight as the papers' lambda.
             raise ValueError(
-                "model: gmot is a CTC-only model (TOT eqs. 23-24): set `decoder: null` "
-                "(or remove it) and use ctc_weight as the CTC share of the total loss"
+                f"model_conf.ctc_weight is {ctc_weight} but the model has no decoder. "
+                f"In model: gmot, ctc_weight has ESPnet's meaning (CTC against the "
+                f"attention decoder; a model without a decoder is CTC-only, 1.0). The "
+                f"papers' lambda (TOT eq. 24, the ASR loss against the transfer losses) "
+                f"is model_conf.asr_weight: write `asr_weight: {ctc_weight}` and drop "
+                f"`ctc_weight`, or add a `decoder:` for a hybrid CTC/attention model."
             )
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"model_conf.ctc_weight must lie in [0, 1], got {ctc_weight}")
+        if not 0.0 <= asr_weight <= 1.0:
+            raise ValueError(f"model_conf.asr_weight must lie in [0, 1], got {asr_weight}")
+        if not 0.0 <= interctc_weight < 1.0:
+            raise ValueError(
+                f"model_conf.interctc_weight must lie in [0, 1), got {interctc_weight}"
+            )
         super().__init__(
             vocab_size=vocab_size,
             token_list=token_list,
@@ -104,10 +148,12 @@ class ESPnetGMOTModel(ESPnetASRModel):
             preencoder=preencoder,
             encoder=encoder,
             postencoder=postencoder,
-            decoder=None,
+            decoder=decoder,
             ctc=ctc,
-            joint_network=None,
-            ctc_weight=1.0,  # ESPnet's CTC-vs-attention weight: there is no attention
+            joint_network=joint_network,
+            aux_ctc=aux_ctc,
+            ctc_weight=ctc_weight,
+            interctc_weight=interctc_weight,
             ignore_id=ignore_id,
             lsm_weight=lsm_weight,
             length_normalized_loss=length_normalized_loss,
@@ -115,9 +161,15 @@ class ESPnetGMOTModel(ESPnetASRModel):
             report_wer=report_wer,
             sym_space=sym_space,
             sym_blank=sym_blank,
+            transducer_multi_blank_durations=transducer_multi_blank_durations or [],
+            transducer_multi_blank_sigma=transducer_multi_blank_sigma,
+            sym_sos=sym_sos,
+            sym_eos=sym_eos,
+            autocast_frontend=autocast_frontend,
             extract_feats_in_collect_stats=extract_feats_in_collect_stats,
+            lang_token_id=lang_token_id,
         )
-        self.ctc_weight = ctc_weight
+        self.asr_weight = asr_weight
         self.transfer_weight = transfer_weight
         acoustic_dim = (
             postencoder.output_size() if postencoder is not None else encoder.output_size()
@@ -128,13 +180,29 @@ class ESPnetGMOTModel(ESPnetASRModel):
         )
         self.teacher = _build_named(PLMTeacher, "model_conf.plm_conf", plm_conf or {})
         self._cache_tokenizer_missing = False
+        # Set by forward() while ESPnet's forward runs: encode() puts the
+        # adapted features H_A there for the transfer losses.
+        self._adapted_sink: Optional[list] = None
 
     def encode(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Encoder, adapter and fusion: the features CTC decodes (TOT eq. 22)."""
-        acoustic, lengths = super().encode(speech, speech_lengths)
-        return self.transfer(acoustic), lengths
+        """ESPnet's encoder, then adapter and fusion: ``H_at`` (TOT eq. 22).
+
+        What CTC and the decoder read, in training and decoding. With
+        intermediate CTC, ``((H_at, intermediate outputs), lengths)`` as ESPnet's.
+        """
+        encoder_out, lengths = super().encode(speech, speech_lengths)
+        intermediate = None
+        if isinstance(encoder_out, tuple):
+            encoder_out, intermediate = encoder_out
+        adapted = self.transfer.adapt(encoder_out)
+        fused = self.transfer.fuse(encoder_out, adapted)
+        if self._adapted_sink is not None:
+            self._adapted_sink.append((adapted, lengths))
+        if intermediate is not None:
+            return (fused, intermediate), lengths
+        return fused, lengths
 
     def forward(
         self,
@@ -144,36 +212,42 @@ class ESPnetGMOTModel(ESPnetASRModel):
         text_lengths: torch.Tensor,
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
-        """CTC on the fused features plus the transfer losses; stats per step."""
-        batch_size = speech.shape[0]
-        text = text[:, : text_lengths.max()]
-        text = text.masked_fill(text == -1, self.ignore_id)
+        """ESPnet's ASR loss on the fused features plus the transfer losses (TOT eq. 24).
 
-        acoustic, acoustic_lengths = super().encode(speech, speech_lengths)
-        adapted = self.transfer.adapt(acoustic)
-        fused = self.transfer.fuse(acoustic, adapted)
-        loss_ctc, cer_ctc = self._calc_ctc_loss(fused, acoustic_lengths, text, text_lengths)
+        Stats: ESPnet's (``loss_ctc``, ``cer_ctc``, ``loss_att``, ``acc``,
+        ``cer``, ``wer``, ``loss_interctc_layer<n>``, ... as the model has
+        them), ``loss_asr`` (ESPnet's total), ``loss_align``, ``loss_fgw``, the
+        OT diagnostics and ``loss`` (the total above).
+        """
+        self._adapted_sink = []
+        try:
+            loss_asr, stats, _ = super().forward(
+                speech, speech_lengths, text, text_lengths, **kwargs
+            )
+            (adapted, adapted_lengths), = self._adapted_sink
+        finally:
+            self._adapted_sink = None
+        text = text[:, : text_lengths.max()]
 
         plm_states, plm_lengths, unk_count = self._plm_states(text, text_lengths, kwargs)
         transfer = self.transfer.transfer_losses(
-            adapted, acoustic_lengths, plm_states.to(adapted.device), plm_lengths.to(adapted.device)
+            adapted, adapted_lengths, plm_states.to(adapted.device), plm_lengths.to(adapted.device)
         )
-        loss_transfer = transfer.align + transfer.transport
-        loss = self.ctc_weight * loss_ctc + (
-            1.0 - self.ctc_weight
-        ) * self.transfer_weight * loss_transfer
+        loss_asr = loss_asr.reshape(())  # ESPnet returns it gathered, shape (1,)
+        loss = self.asr_weight * loss_asr + (
+            1.0 - self.asr_weight
+        ) * self.transfer_weight * (transfer.align + transfer.transport)
 
-        stats = dict(
+        stats.update(
             loss=loss.detach(),
-            loss_ctc=loss_ctc.detach(),
+            loss_asr=loss_asr.detach(),
             loss_align=transfer.align.detach(),
             loss_fgw=transfer.transport.detach(),
-            cer_ctc=cer_ctc,
             **transfer.stats,
         )
         if unk_count is not None:
             stats["plm_unk_rate"] = unk_count.sum().float() / plm_lengths.sum().clamp_min(1)
-        loss, stats, weight = force_gatherable((loss, stats, batch_size), loss.device)
+        loss, stats, weight = force_gatherable((loss, stats, speech.shape[0]), loss.device)
         return loss, stats, weight
 
     def _plm_states(self, text, text_lengths, kwargs):

@@ -1,6 +1,10 @@
-"""The transfer branch as plain torch modules (no ESPnet import)."""
+"""The transfer branch as plain torch modules (no ESPnet import).
+
+The teacher reads plain text; turning ESPnet token ids into text is the ESPnet
+glue's job (``espnet_gmot.espnet.tokens``).
+"""
 
 from espnet_gmot.transfer.module import OTKnowledgeTransfer, TransferLosses
-from espnet_gmot.transfer.plm import PLMTeacher, token_ids_to_text
+from espnet_gmot.transfer.plm import PLMTeacher
 
-__all__ = ["OTKnowledgeTransfer", "PLMTeacher", "TransferLosses", "token_ids_to_text"]
+__all__ = ["OTKnowledgeTransfer", "PLMTeacher", "TransferLosses"]

@@ -1,4 +1,4 @@
-"""The frozen PLM teacher and the transcript it reads.
+"""The frozen PLM teacher: last hidden states of plain-text transcripts.
 
 The teacher is a Hugging Face encoder (default ``bert-base-chinese``; any hub
 name or local directory) loaded on first use, so collecting statistics and
@@ -13,33 +13,6 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-
-# ESPnet token-list symbols that carry no text.
-_SILENT_TOKENS = {"<blank>", "<sos/eos>", "<sos>", "<eos>", "<pad>"}
-_ESPNET_UNK = "<unk>"
-_ESPNET_SPACE = "<space>"
-_SENTENCEPIECE_SPACE = "\u2581"  # "▁", sentencepiece's word-boundary mark
-
-
-def token_ids_to_text(ids: Sequence[int], token_list: Sequence[str], unk_text: str) -> str:
-    """Rebuild a transcript from ESPnet token ids.
-
-    Works for char token lists (``<space>`` is a space) and for sentencepiece
-    BPE lists (``▁`` starts a word); ``<unk>`` becomes ``unk_text`` (the PLM's
-    own unknown token), so the PLM sees one unknown token, not ``<``, ``unk``, ``>``.
-    """
-    pieces: List[str] = []
-    for token_id in ids:
-        token = token_list[int(token_id)]
-        if token in _SILENT_TOKENS:
-            continue
-        if token == _ESPNET_UNK:
-            pieces.append(f" {unk_text} ")
-        elif token == _ESPNET_SPACE:
-            pieces.append(" ")
-        else:
-            pieces.append(token.replace(_SENTENCEPIECE_SPACE, " "))
-    return " ".join("".join(pieces).split())
 
 
 class PLMTeacher:

@@ -1,9 +1,9 @@
-"""model: gmot built by ESPnet's ASRTask from yaml, its forward, encode and inputs."""
+"""model: gmot built by ESPnet's ASRTask from yaml: forward, encode, inputs, ESPnet setups."""
 
 import pytest
 import torch
 
-from espnet_gmot.transfer import token_ids_to_text
+from espnet_gmot.espnet.tokens import token_ids_to_text
 from tests.helpers.tiny_asr import SENTENCES, build_tiny_gmot, make_tiny_bert, make_tiny_corpus
 
 
@@ -15,9 +15,9 @@ def workspace(tmp_path_factory):
     return root, corpus, bert
 
 
-def build(workspace, **model_conf_changes):
+def build(workspace, variant="ctc_conformer", **model_conf_changes):
     root, corpus, bert = workspace
-    return build_tiny_gmot(root, corpus["token_list"], bert, **model_conf_changes)
+    return build_tiny_gmot(root, corpus["token_list"], bert, variant, **model_conf_changes)
 
 
 def batch(workspace, sentences=SENTENCES[:3], seconds=(1.0, 0.8, 0.6)):
@@ -44,12 +44,14 @@ def batch(workspace, sentences=SENTENCES[:3], seconds=(1.0, 0.8, 0.6)):
 def test_registered_model_trains_one_step_with_its_stats(workspace):
     model = build(workspace)
     assert type(model).__name__ == "ESPnetGMOTModel"
-    assert model.ctc_weight == 0.3
+    # the papers' CTC-only model: no decoder, ESPnet's ctc_weight 1.0, lambda 0.3
+    assert (model.asr_weight, model.ctc_weight, model.decoder) == (0.3, 1.0, None)
     loss, stats, weight = model(**batch(workspace))
     assert torch.isfinite(loss) and weight == 3
-    for key in ("loss", "loss_ctc", "loss_align", "loss_fgw", "ot_entropy",
+    for key in ("loss", "loss_asr", "loss_ctc", "loss_align", "loss_fgw", "ot_entropy",
                 "ot_monotonicity", "ot_marginal_error", "ot_iterations", "plm_unk_rate"):
         assert key in stats and torch.isfinite(stats[key]), key
+    assert torch.equal(stats["loss_asr"], stats["loss_ctc"])  # CTC-only: L_asr = L_ctc
     expected = 0.3 * stats["loss_ctc"] + 0.7 * (stats["loss_align"] + stats["loss_fgw"])
     assert torch.allclose(stats["loss"], expected, atol=1e-5)
     loss.backward()
@@ -108,21 +110,68 @@ def test_unknown_model_conf_keys_are_named(workspace):
         build(workspace, transfer_conf={"gw_wieght": 0.1})
     with pytest.raises(ValueError, match=r"Unknown key\(s\) \['name'\] in model_conf\.plm_conf"):
         build(workspace, plm_conf={"name": "x"})
-    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['interctc_weight'\] in model_conf"):
-        build(workspace, interctc_weight=0.3)
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['interctc_wieght'\] in model_conf"):
+        build(workspace, interctc_wieght=0.3)
+    with pytest.raises(ValueError, match=r"model_conf.asr_weight must lie in \[0, 1\], got 1.5"):
+        build(workspace, asr_weight=1.5)
 
 
-def test_decoder_is_refused(workspace):
-    from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
+def test_old_lambda_key_without_a_decoder_says_what_to_write(workspace):
+    """Earlier configs set the papers' lambda as ctc_weight; it is ESPnet's key again."""
+    with pytest.raises(ValueError) as err:
+        build(workspace, ctc_weight=0.3)
+    message = str(err.value)
+    assert "model_conf.ctc_weight is 0.3 but the model has no decoder" in message
+    assert "write `asr_weight: 0.3` and drop `ctc_weight`" in message
+    assert "add a `decoder:`" in message
+    # ESPnet's own CTC-only value stays valid, and a decoder makes 0.3 ESPnet's weight
+    assert build(workspace, ctc_weight=1.0).ctc_weight == 1.0
+    assert build(workspace, "hybrid_conformer").ctc_weight == 0.3
 
-    model = build(workspace)
-    with pytest.raises(ValueError, match="CTC-only"):
-        type(model)(
-            vocab_size=model.vocab_size, token_list=model.token_list, frontend=None,
-            specaug=None, normalize=None, preencoder=None, encoder=model.encoder,
-            postencoder=None, decoder=TransformerDecoder(model.vocab_size, 32),
-            ctc=model.ctc, joint_network=None,
-        )
+
+def test_hybrid_loss_is_espnets_plus_the_transfer_losses(workspace):
+    model = build(workspace, "hybrid_conformer")
+    assert model.decoder is not None and (model.ctc_weight, model.asr_weight) == (0.3, 0.3)
+    seen = {}
+    model.decoder.register_forward_pre_hook(lambda mod, args: seen.update(hs_pad=args[0]))
+    data = batch(workspace)
+    loss, stats, _ = model(**data)
+    for key in ("loss_att", "acc", "loss_ctc", "loss_asr", "loss_align", "loss_fgw"):
+        assert stats[key] is not None and torch.isfinite(stats[key]), key
+    assert 0.0 <= stats["acc"] <= 1.0
+    # ESPnet's hybrid loss, then TOT eq. 24 with L_asr in place of L_ctc
+    assert torch.allclose(stats["loss_asr"], 0.3 * stats["loss_ctc"] + 0.7 * stats["loss_att"])
+    expected = 0.3 * stats["loss_asr"] + 0.7 * (stats["loss_align"] + stats["loss_fgw"])
+    assert torch.allclose(stats["loss"], expected, atol=1e-5)
+    loss.backward()
+    for name in ("decoder.decoders.0.self_attn.linear_q.weight", "transfer.adapter.weight",
+                 "transfer.fusion_proj.weight", "encoder.embed.conv.0.weight"):
+        assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
+    # the decoder reads the fused features, what encode() gives Speech2Text
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(**data)
+        fused, _ = model.encode(data["speech"], data["speech_lengths"])
+    assert torch.equal(seen["hs_pad"], fused)
+    for key in ("cer", "wer", "cer_ctc"):  # ESPnet reports them in validation
+        assert stats[key] is not None and torch.isfinite(stats[key]), key
+
+
+def test_interctc_feeds_espnet_and_the_transfer_taps_the_final_layer(workspace):
+    from espnet2.asr.espnet_model import ESPnetASRModel
+
+    model = build(workspace, "interctc_conformer").eval()
+    data = batch(workspace)
+    with torch.no_grad():
+        (fused, intermediate), _ = model.encode(data["speech"], data["speech_lengths"])
+        (final, intermediate_raw), _ = ESPnetASRModel.encode(model, data["speech"], data["speech_lengths"])
+        _, stats, _ = model(**data)
+    assert [layer for layer, _ in intermediate] == [1]
+    assert torch.equal(intermediate[0][1], intermediate_raw[0][1])  # untouched
+    assert torch.equal(fused, model.transfer.fuse(final, model.transfer.adapt(final)))
+    expected_asr = 0.5 * stats["loss_ctc"] + 0.5 * stats["loss_interctc_layer1"]
+    assert torch.allclose(stats["loss_asr"], expected_asr)
+    assert "cer_interctc_layer1" in stats
 
 
 def test_plm_hidden_size_mismatch_is_named(workspace):

@@ -1,4 +1,4 @@
-"""The PLM teacher: loading, errors that name the setting, fingerprint; transcripts from token ids.
+"""The PLM teacher: loading, errors that name the setting, fingerprint.
 
 The plm_states cache is tested in test_plm_cache.py.
 """
@@ -6,23 +6,13 @@ The plm_states cache is tested in test_plm_cache.py.
 import pytest
 import torch
 
-from espnet_gmot.transfer import PLMTeacher, token_ids_to_text
+from espnet_gmot.transfer import PLMTeacher
 from tests.helpers.tiny_asr import make_tiny_bert
 
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
     return make_tiny_bert(tmp_path_factory.mktemp("bert") / "bert")
-
-
-def test_text_from_char_token_ids():
-    tokens = ["<blank>", "<unk>", "他", "是", "<space>", "A", "<sos/eos>"]
-    assert token_ids_to_text([2, 3, 1, 4, 5, 6], tokens, "[UNK]") == "他是 [UNK] A"
-
-
-def test_text_from_sentencepiece_token_ids():
-    tokens = ["<blank>", "<unk>", "\u2581he", "llo", "\u2581world", "<sos/eos>"]
-    assert token_ids_to_text([2, 3, 4], tokens, "[UNK]") == "hello world"
 
 
 def test_teacher_loads_lazily_through_from_pretrained(bert):
@@ -40,8 +30,6 @@ def test_teacher_loads_lazily_through_from_pretrained(bert):
     with torch.no_grad():
         expected = reference(**ids).last_hidden_state
     assert torch.allclose(states[0], expected[0], atol=1e-6)
-
-
 
 
 def test_missing_plm_directory_names_the_setting_and_path(tmp_path):

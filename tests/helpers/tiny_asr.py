@@ -110,6 +110,68 @@ def make_tiny_bert(path: Path, hidden_size: int = 32, extra_chars: str = "") -> 
 
 TINY_GMOT_CONF = Path(__file__).parents[1] / "espnet" / "conf" / "tiny_gmot.yaml"
 
+# Sections that turn tiny_gmot.yaml (CTC-only Conformer) into the other ESPnet
+# ASR setups model: gmot must accept; values update the sections of that name.
+TINY_VARIANTS = {
+    "ctc_conformer": {},
+    # hybrid CTC/attention, ESPnet's AISHELL-1 weights (ctc_weight 0.3)
+    "hybrid_conformer": {
+        "decoder": "transformer",
+        "decoder_conf": {
+            "attention_heads": 2, "linear_units": 64, "num_blocks": 1, "dropout_rate": 0.0,
+            "positional_dropout_rate": 0.0, "self_attention_dropout_rate": 0.0,
+            "src_attention_dropout_rate": 0.0,
+        },
+        "model_conf": {"ctc_weight": 0.3},
+    },
+    # intermediate CTC after the first of two Conformer blocks
+    "interctc_conformer": {
+        "encoder_conf": {"interctc_layer_idx": [1]},
+        "model_conf": {"interctc_weight": 0.5},
+    },
+    "ctc_e_branchformer": {
+        "encoder": "e_branchformer",
+        "encoder_conf": {
+            "output_size": 32, "attention_heads": 2, "attention_layer_type": "rel_selfattn",
+            "pos_enc_layer_type": "rel_pos", "rel_pos_type": "latest",
+            "cgmlp_linear_units": 64, "cgmlp_conv_kernel": 5, "use_linear_after_conv": False,
+            "gate_activation": "identity", "num_blocks": 2, "dropout_rate": 0.0,
+            "positional_dropout_rate": 0.0, "attention_dropout_rate": 0.0,
+            "input_layer": "conv2d", "linear_units": 64, "positionwise_layer_type": "linear",
+            "use_ffn": True, "macaron_ffn": True, "merge_conv_kernel": 5,
+        },
+    },
+}
+
+
+def tiny_gmot_config(bert: Path, variant: str = "ctc_conformer", max_epoch: int = 2) -> dict:
+    """``tiny_gmot.yaml`` as a dict, in one of :data:`TINY_VARIANTS`, teacher at ``bert``."""
+    import yaml
+
+    config = yaml.safe_load(TINY_GMOT_CONF.read_text())
+    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
+    config["max_epoch"] = max_epoch
+    changes = TINY_VARIANTS[variant]
+    for key, value in changes.items():
+        other_encoder = key == "encoder_conf" and "encoder" in changes  # its own keys
+        if isinstance(value, dict) and key in config and not other_encoder:
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    if "decoder" in config:
+        # ESPnet's convention for a model with an attention decoder.
+        config["best_model_criterion"] = [["valid", "acc", "max"], ["valid", "loss", "min"]]
+    return config
+
+
+def write_tiny_gmot_config(path: Path, bert: Path, variant: str = "ctc_conformer",
+                           max_epoch: int = 2) -> Path:
+    import yaml
+
+    path = Path(path)
+    path.write_text(yaml.safe_dump(tiny_gmot_config(bert, variant, max_epoch), allow_unicode=True))
+    return path
+
 
 def tiny_gmot_config_text(bert: Path, max_epoch: int = 2) -> str:
     """``tiny_gmot.yaml`` with the teacher at ``bert`` and ``max_epoch`` epochs."""
@@ -117,9 +179,11 @@ def tiny_gmot_config_text(bert: Path, max_epoch: int = 2) -> str:
     return text.replace("max_epoch: 2", f"max_epoch: {max_epoch}")
 
 
-def build_tiny_gmot(root: Path, token_list: Path, bert: Path, **model_conf_changes):
-    """``model: gmot`` from ``tiny_gmot.yaml`` through ESPnet's ``ASRTask.build_model``;
-    dict values update the ``model_conf`` section of the same name."""
+def build_tiny_gmot(root: Path, token_list: Path, bert: Path, variant: str = "ctc_conformer",
+                    **model_conf_changes):
+    """``model: gmot`` from ``tiny_gmot.yaml`` (in ``variant``, see
+    :data:`TINY_VARIANTS`) through ESPnet's ``ASRTask.build_model``; dict
+    values update the ``model_conf`` section of the same name."""
     import torch
     import yaml
     from espnet2.tasks.asr import ASRTask
@@ -127,8 +191,7 @@ def build_tiny_gmot(root: Path, token_list: Path, bert: Path, **model_conf_chang
     from espnet_gmot.espnet.registry import register
 
     register()
-    config = yaml.safe_load(TINY_GMOT_CONF.read_text())
-    config["model_conf"]["plm_conf"]["name_or_path"] = str(bert)
+    config = tiny_gmot_config(bert, variant)
     for key, value in model_conf_changes.items():
         if isinstance(value, dict):
             config["model_conf"].setdefault(key, {}).update(value)

@@ -244,7 +244,8 @@ def test_configs_match_the_papers_setup():
         mc = conf.pop("model_conf")
         assert conf.pop("model") == "gmot"
         assert {k: v for k, v in base.items() if k not in ("model", "model_conf")} == conf
-        assert (mc["ctc_weight"], mc["transfer_weight"], mc["lsm_weight"]) == (0.3, 1.0, 0.0)
+        assert (mc["asr_weight"], mc["transfer_weight"], mc["lsm_weight"]) == (0.3, 1.0, 0.0)
+        assert "ctc_weight" not in mc and "decoder" not in conf  # CTC-only, as the papers
         assert mc["plm_conf"] == {"name_or_path": "bert-base-chinese"}
         tc = mc["transfer_conf"]
         assert (tc["gw_weight"], tc["temporal_weight"]) == (gw, rho), method
