@@ -38,7 +38,8 @@ class FbankPitchFrontend(AbsFrontend):
             0.0 keeps features deterministic and equal to the dump's.
         delta_pitch_noise_stddev: ``--delta-pitch-noise-stddev`` of
             ``process-kaldi-pitch-feats``.
-        srand: ``--srand`` seed of that noise (restarted per utterance).
+        srand: ``--srand`` seed of that noise (restarted per utterance); the
+            name of Kaldi's option, as everywhere in espnet-gmot.
         input_scale: Factor applied to the waveform before extraction.
     """
 
@@ -66,7 +67,7 @@ class FbankPitchFrontend(AbsFrontend):
             dither=dither,
             process_options={
                 "delta_pitch_noise_stddev": delta_pitch_noise_stddev,
-                "srand_seed": srand,
+                "srand": srand,
             },
         )
 

@@ -42,12 +42,14 @@ two-pass treatment of the signal end (the resampler flush) and the
 "recompute-frame" re-scaling of the ballast term.
 """
 
+import warnings
 from functools import lru_cache
 from math import gcd
-from typing import Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from scipy.optimize import isotonic_regression
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -304,37 +306,16 @@ def _approx_equal(a: float, b: float, tolerance: float) -> bool:
 # --------------------------------------------------------------------------
 # Viterbi over log-spaced lags
 # --------------------------------------------------------------------------
-try:  # scipy >= 1.12 ships a C++ pool-adjacent-violators implementation.
-    from scipy.optimize import isotonic_regression as _isotonic_regression
-except ImportError:  # pragma: no cover - exercised only with old scipy
-    _isotonic_regression = None
-
-
 def _lower_hull(y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Lower convex hull of the points ``(j, y[j])``, ``j = 0 .. len(y) - 1``.
 
     Returns ``(vertices, edge_slopes)``.  The slopes of the greatest convex
     minorant are the isotonic (non-decreasing) regression of the successive
-    differences ``y[j + 1] - y[j]`` (pool-adjacent-violators), and its
-    vertices are the boundaries of the pooled blocks.
+    differences ``y[j + 1] - y[j]`` (pool-adjacent-violators, scipy's C++
+    implementation), and its vertices are the boundaries of the pooled blocks.
     """
-    steps = np.diff(y)
-    if _isotonic_regression is not None:
-        fit = _isotonic_regression(steps)
-        starts = fit.blocks[:-1]
-        return fit.blocks, fit.x[starts]
-    # Fallback: drop every point on or above the chord of its current
-    # neighbours (never a hull vertex) until none is left.
-    idx = np.arange(len(y))
-    while len(idx) > 2:
-        dx, dy = np.diff(idx), np.diff(y[idx])
-        reflex = dy[:-1] * dx[1:] >= dy[1:] * dx[:-1]
-        if not reflex.any():
-            break
-        keep = np.ones(len(idx), dtype=bool)
-        keep[1:-1] = ~reflex
-        idx = idx[keep]
-    return idx, np.diff(y[idx]) / np.diff(idx)
+    fit = isotonic_regression(np.diff(y))
+    return fit.blocks, fit.x[fit.blocks[:-1]]
 
 
 class _Transition:
@@ -697,6 +678,22 @@ def glibc_rand_gauss(seed: int, count: int) -> np.ndarray:
     return (radius * np.cos((2.0 * np.pi * u2).astype(_F32))).astype(_F32)
 
 
+def _renamed_option(given: Dict[str, Any], old: str, new: str, value: Any) -> Any:
+    """``value`` of option ``new``, or of its deprecated name ``old`` when that was given."""
+    unknown = sorted(set(given) - {old})
+    if unknown:
+        raise TypeError(f"process_kaldi_pitch() got unexpected keyword arguments {unknown}")
+    if old not in given:
+        return value
+    warnings.warn(
+        f"process_kaldi_pitch: option '{old}' is deprecated and will be removed in the next "
+        f"release; use '{new}' (Kaldi's --{new}).",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return given[old]
+
+
 def process_kaldi_pitch(
     pitch: ArrayLike,
     *,
@@ -713,7 +710,8 @@ def process_kaldi_pitch(
     add_normalized_log_pitch: bool = True,
     add_delta_pitch: bool = True,
     add_raw_log_pitch: bool = False,
-    srand_seed: Optional[int] = 0,
+    srand: Optional[int] = 0,
+    **deprecated: Any,
 ) -> ArrayLike:
     """Post-process ``(nccf, pitch)`` like Kaldi's ``process-kaldi-pitch-feats``.
 
@@ -736,17 +734,20 @@ def process_kaldi_pitch(
 
     Args:
         pitch: ``(frames, 2)`` output of :func:`compute_kaldi_pitch`.
-        srand_seed: Seed of the delta-pitch noise.  An integer reproduces
-            Kaldi's ``--srand`` (default 0) noise stream, restarted for every
+        srand: Kaldi's ``--srand``, the seed of the delta-pitch noise.  An
+            integer reproduces Kaldi's (default 0) noise stream, restarted for every
             utterance (Kaldi continues one stream across the utterances of a
             job, so only a job's first utterance is bit-identical).  ``None``
             draws fresh non-reproducible noise.  Set
             ``delta_pitch_noise_stddev=0`` for noise-free features.
+            ``srand_seed``, its former name, still works in this release with
+            a ``FutureWarning``.
 
     Returns:
         ``(frames + delay, num_enabled_features)`` float32; a torch tensor if
         ``pitch`` is one, otherwise a numpy array.
     """
+    srand = _renamed_option(deprecated, "srand_seed", "srand", srand)
     is_tensor = isinstance(pitch, torch.Tensor)
     array = pitch.detach().cpu().numpy() if is_tensor else np.asarray(pitch)
     if array.ndim != 2 or array.shape[1] != 2:
@@ -781,10 +782,10 @@ def process_kaldi_pitch(
         neighbours = np.clip(np.arange(num_frames)[:, None] + offsets[None, :], 0, num_frames - 1)
         delta = log_pitch[neighbours] @ weights
         if delta_pitch_noise_stddev != 0.0:
-            if srand_seed is None:
+            if srand is None:
                 gauss = np.random.default_rng().standard_normal(num_frames)
             else:
-                gauss = glibc_rand_gauss(srand_seed, num_frames).astype(np.float64)
+                gauss = glibc_rand_gauss(srand, num_frames).astype(np.float64)
             delta = delta + gauss * delta_pitch_noise_stddev
         columns.append(delta_pitch_scale * delta)
     if add_raw_log_pitch:

@@ -31,18 +31,14 @@ def test_matches_kaldi(name, snip_edges, kaldi_reference):
 
 @pytest.mark.parametrize("name", ["tone120", "tone220_noise"])
 def test_matches_torchaudio20_on_stationary_signals(name, torchaudio_reference):
-    # torchaudio 2.0's Viterbi is broken (see the pitch module docstring); on
+    # torchaudio 2.0's Viterbi is broken (see the pitch module docstring: on
+    # speech, e.g. the chirp, fewer than half its frames are within 1% of
+    # Kaldi's, which is why Kaldi itself is the reference above); on
     # stationary tones every frame has the same NCCF so it still agrees with
     # Kaldi, which cross-checks resampling, NCCF and the lag grid against an
     # independent build.
     samples, rate = read_int16(name)
     assert_matches(compute_kaldi_pitch(samples, rate), torchaudio_reference[name])
-
-
-def test_torchaudio20_differs_from_kaldi_on_speech(kaldi_reference, torchaudio_reference):
-    # Documents why the tests use Kaldi itself as the reference.
-    relative = np.abs(torchaudio_reference["chirp"][:, 1] - kaldi_reference["chirp"][:, 1])
-    assert np.mean(relative / kaldi_reference["chirp"][:, 1] <= 0.01) < 0.5
 
 
 def test_recompute_frame_rescales_first_pass_costs(monkeypatch):
@@ -106,10 +102,7 @@ def test_online_options_rejected_clearly():
         compute_kaldi_pitch(np.zeros(16000), 16000, lowpass_cutoff=3000)
 
 
-@pytest.mark.parametrize("use_scipy", [True, False])
-def test_transition_is_exact_min_plus_convolution(monkeypatch, use_scipy):
-    if not use_scipy:  # the pure-numpy hull used with scipy < 1.12
-        monkeypatch.setattr(pitch_module, "_isotonic_regression", None)
+def test_transition_is_exact_min_plus_convolution():
     rng = np.random.default_rng(0)
     factor = float(np.log1p(0.005) ** 2 * 0.1)
     transition = pitch_module._Transition(417, factor)

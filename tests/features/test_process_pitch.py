@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from espnet_gmot.features import FbankPitchConfig, compute_fbank_pitch
 from espnet_gmot.features.pitch import glibc_rand_gauss, process_kaldi_pitch
 from tests.features.conftest import SIGNALS
 
@@ -76,9 +77,25 @@ def test_delta_pitch_noise_is_kaldis_srand_stream():
     # Constant pitch -> zero delta; what is left is 10 * 0.005 * RandGauss().
     np.testing.assert_allclose(noisy, 0.05 * glibc_rand_gauss(0, 5), atol=1e-7)
     # glibc treats srand(0) like srand(1); 2 is a different stream.
-    np.testing.assert_array_equal(process_kaldi_pitch(pitch, srand_seed=1)[:, 2], noisy)
-    other_seed = process_kaldi_pitch(pitch, srand_seed=2)[:, 2]
+    np.testing.assert_array_equal(process_kaldi_pitch(pitch, srand=1)[:, 2], noisy)
+    other_seed = process_kaldi_pitch(pitch, srand=2)[:, 2]
     assert not np.allclose(noisy, other_seed)
+
+
+def test_former_srand_seed_option_still_works_with_a_warning():
+    pitch = np.stack([np.full(5, 0.9), np.full(5, 150.0)], axis=1).astype(np.float32)
+    with pytest.warns(FutureWarning, match="'srand_seed' is deprecated.*use 'srand'"):
+        renamed = process_kaldi_pitch(pitch, srand_seed=2)
+    np.testing.assert_array_equal(renamed, process_kaldi_pitch(pitch, srand=2))
+    # Through the fbank+pitch config too, where recipes set it.
+    samples = np.sin(np.arange(8000) * 2 * np.pi * 150 / 16000) * 1000
+    with pytest.warns(FutureWarning, match="srand_seed"):
+        old = compute_fbank_pitch(samples, 16000, FbankPitchConfig(process_options={"srand_seed": 2}))
+    new = compute_fbank_pitch(samples, 16000, FbankPitchConfig(process_options={"srand": 2}))
+    np.testing.assert_array_equal(old, new)
+    assert not np.array_equal(new, compute_fbank_pitch(samples, 16000))
+    with pytest.raises(TypeError, match="srand_sed"):
+        process_kaldi_pitch(pitch, srand_sed=2)
 
 
 def test_feature_selection_and_delay():
