@@ -29,18 +29,24 @@ Example::
 import argparse
 import logging
 import multiprocessing
-import os
-import re
-import shutil
 import sys
-import tempfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
+from espnet2.utils.types import str2bool
 
 from espnet_gmot.features.fbank import FbankPitchConfig, compute_fbank_pitch
+from espnet_gmot.kaldi_data import (
+    DataDirError,
+    Utterance,
+    copy_data_files,
+    filter_utterance_files,
+    list_utterances,
+    read_audio,
+    split_evenly,
+    staged_directory,
+    write_kaldi_map,
+)
 
 FEATS_TYPE = "fbank_pitch"
 # Files we (re)generate; everything else at the top level is copied.
@@ -52,189 +58,11 @@ GENERATED_FILES = (
     "utt2num_frames",
     "cmvn.scp",
 )
-# Kaldi's extract-segments defaults.
-MIN_SEGMENT_LENGTH = 0.1
-MAX_OVERSHOOT = 0.5
-
-
-class DataDirError(Exception):
-    """Invalid input data directory; the message says what to fix."""
-
-
-def str2bool(value: str) -> bool:
-    """``true``/``false`` command-line booleans, as in ``espnet2.utils.types``."""
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"Expected true/false, got {value!r}")
-
-
-def read_kaldi_map(path: Path) -> "OrderedDict[str, str]":
-    """Read a Kaldi ``<key> <value>`` file, rejecting duplicate keys."""
-    entries: "OrderedDict[str, str]" = OrderedDict()
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise DataDirError(f"{path}:{line_number}: expected '<key> <value>', got {line!r}")
-            key, value = parts
-            if key in entries:
-                raise DataDirError(f"{path}:{line_number}: duplicate key {key!r}")
-            entries[key] = value.strip()
-    return entries
-
-
-def check_wav_entry(key: str, value: str, wav_scp: Path) -> str:
-    """Return the file path of a ``wav.scp`` entry or explain why it is unusable."""
-    if value.endswith("|") or value.startswith("|"):
-        raise DataDirError(
-            f"{wav_scp}: entry {key!r} is a pipe command ({value!r}). dump_fbank_pitch reads "
-            "plain audio files only: write the audio to files first (e.g. run "
-            "scripts/audio/format_wav_scp.sh, or sox the command's output to a .wav) and "
-            "point wav.scp at them."
-        )
-    if len(value.split()) != 1:
-        raise DataDirError(
-            f"{wav_scp}: entry {key!r} has a value with spaces ({value!r}); "
-            "expected one file path."
-        )
-    path = Path(value)
-    if not path.is_file():
-        raise DataDirError(
-            f"{wav_scp}: audio file for {key!r} not found: {value}. Fix the path in wav.scp "
-            "(relative paths are resolved from the current directory)."
-        )
-    return value
-
-
-def load_utterances(data_dir: Path) -> List[Tuple[str, str, Optional[Tuple[float, float]]]]:
-    """List ``(utt_id, audio_path, (start, end) or None)`` of a data directory."""
-    wav_scp = data_dir / "wav.scp"
-    if not data_dir.is_dir():
-        raise DataDirError(f"Data directory not found: {data_dir}")
-    if not wav_scp.is_file():
-        raise DataDirError(f"{wav_scp} not found: a Kaldi data directory needs wav.scp.")
-    recordings = read_kaldi_map(wav_scp)
-    if not recordings:
-        raise DataDirError(f"{wav_scp} is empty: nothing to dump.")
-    paths = {key: check_wav_entry(key, value, wav_scp) for key, value in recordings.items()}
-
-    segments_file = data_dir / "segments"
-    if not segments_file.is_file():
-        return [(key, path, None) for key, path in paths.items()]
-    utterances = []
-    for segment_id, value in read_kaldi_map(segments_file).items():
-        fields = value.split()
-        if len(fields) not in (3, 4):
-            raise DataDirError(
-                f"{segments_file}: segment {segment_id!r} must be "
-                f"'<segment-id> <recording-id> <start> <end>', got {value!r}"
-            )
-        recording = fields[0]
-        if recording not in paths:
-            raise DataDirError(
-                f"{segments_file}: segment {segment_id!r} refers to recording {recording!r}, "
-                f"which is not in {wav_scp}."
-            )
-        try:
-            start, end = float(fields[1]), float(fields[2])
-        except ValueError:
-            raise DataDirError(
-                f"{segments_file}: segment {segment_id!r} has non-numeric times {fields[1:3]}"
-            ) from None
-        utterances.append((segment_id, paths[recording], (start, end)))
-    if not utterances:
-        raise DataDirError(f"{segments_file} is empty: nothing to dump.")
-    return utterances
-
-
-def read_audio(
-    utt_id: str,
-    path: str,
-    segment: Optional[Tuple[float, float]],
-    fs: int,
-    resample: bool,
-    channel: int,
-) -> Optional[np.ndarray]:
-    """Audio of one utterance on 16-bit integer scale (Kaldi's convention).
-
-    Returns ``None`` (with a warning) for segments Kaldi's
-    ``extract-segments`` would skip.
-    """
-    import soundfile
-
-    try:
-        data, rate = soundfile.read(path, dtype="float64", always_2d=True)
-    except Exception as exc:  # soundfile raises several error types
-        raise DataDirError(f"Cannot read audio of {utt_id!r} from {path}: {exc}") from exc
-    num_channels = data.shape[1]
-    if channel >= num_channels or (channel < 0 and num_channels != 1):
-        raise DataDirError(
-            f"Audio of {utt_id!r} ({path}) has {num_channels} channels; pass --channel "
-            "<index> to choose one (Kaldi's compute-fbank-feats --channel)."
-        )
-    samples = data[:, max(channel, 0)]
-    if segment is not None:
-        start, end = segment
-        duration = len(samples) / rate
-        if start < 0 or start > duration or end > duration + MAX_OVERSHOOT:
-            logging.warning(
-                "Segment %s [%s, %s] is outside %s (%.3f s); skipping it.",
-                utt_id,
-                start,
-                end,
-                path,
-                duration,
-            )
-            return None
-        if end < 0 or end > duration:
-            end = duration
-        if end - start < MIN_SEGMENT_LENGTH:
-            logging.warning("Segment %s is too short; skipping it.", utt_id)
-            return None
-        first = int(np.float32(start) * np.float32(rate) + np.float32(0.5))
-        last = min(int(np.float32(end) * np.float32(rate) + np.float32(0.5)), len(samples))
-        samples = samples[first:last]
-    if rate != fs:
-        if not resample:
-            raise DataDirError(
-                f"Audio of {utt_id!r} ({path}) has sample rate {rate} Hz but --fs is {fs}. "
-                f"Pass --fs {rate} if that is intended, or --resample true to resample to "
-                f"{fs} Hz."
-            )
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        common = gcd(int(rate), int(fs))
-        samples = resample_poly(samples, int(fs) // common, int(rate) // common)
-    return samples * 32768.0
-
-
-def num_frames(num_samples: int, fs: int, config: FbankPitchConfig) -> int:
-    """Frames Kaldi's framing gives ``num_samples`` samples (``NumFrames``)."""
-    window = int(fs * 0.001 * config.frame_length)
-    shift = int(fs * 0.001 * config.frame_shift)
-    if config.snip_edges:
-        return 0 if num_samples < window else 1 + (num_samples - window) // shift
-    return (num_samples + shift // 2) // shift
-
-
-def split_jobs(items: Sequence, num_jobs: int) -> List[Sequence]:
-    """Contiguous, nearly equal chunks, like Kaldi's ``utils/split_scp.pl``."""
-    num_jobs = max(1, min(num_jobs, len(items)))
-    bounds = np.linspace(0, len(items), num_jobs + 1).round().astype(int)
-    return [items[bounds[i] : bounds[i + 1]] for i in range(num_jobs)]
 
 
 def dump_job(
     job: int,
-    utterances: Sequence[Tuple[str, str, Optional[Tuple[float, float]]]],
+    utterances: Sequence[Utterance],
     ark_path: str,
     final_ark_path: str,
     fs: int,
@@ -253,12 +81,13 @@ def dump_job(
 
     records = []
     with open(ark_path, "wb") as ark:
-        for utt_id, path, segment in utterances:
-            samples = read_audio(utt_id, path, segment, fs, resample, channel)
+        for utterance in utterances:
+            utt_id, path, _ = utterance
+            samples = read_audio(utterance, fs, resample, channel)
             if samples is None:
                 continue
             # Checked before extraction: the pitch tracker needs a frame.
-            if num_frames(len(samples), fs, config) == 0:
+            if config.num_frames(len(samples), fs) == 0:
                 logging.warning(
                     "Utterance %s (%s) has %d samples, too few for one %g ms frame; "
                     "skipping it.", utt_id, path, len(samples), config.frame_length
@@ -276,7 +105,8 @@ def dump_job(
                     "Utterance %s (%s) is too short to give any frame; skipping it.", utt_id, path
                 )
                 continue
-            # Kaldi scp offsets point just past "<key> " in the ark.
+            # Kaldi scp offsets point just past "<key> " in the ark; the ark's
+            # final path differs from where it is written, so the scp is ours.
             offset = ark.tell() + len(utt_id.encode("utf-8")) + 1
             kaldiio.save_ark(ark, {utt_id: features}, compression_method=compression_method)
             records.append((utt_id, f"{final_ark_path}:{offset}", len(features)))
@@ -286,81 +116,6 @@ def dump_job(
 
 def _dump_job_star(arguments: tuple) -> List[Tuple[str, str, int]]:
     return dump_job(*arguments)
-
-
-def write_lines(path: Path, lines: Sequence[str]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line + "\n")
-
-
-def filter_utterance_files(directory: Path, kept: Sequence[str], segmented: bool) -> None:
-    """Drop skipped utterances from utterance-keyed files (``fix_data_dir.sh``)."""
-    kept_set = set(kept)
-    utt_files = ["text", "utt2spk", "utt2dur", "utt2num_samples", "utt2lang", "utt2uniq"]
-    utt_files += [p.name for p in directory.glob("text.*")]
-    if segmented:
-        utt_files.append("segments")
-    else:
-        utt_files.append("wav.scp")
-    for name in utt_files:
-        path = directory / name
-        if not path.is_file():
-            continue
-        with path.open(encoding="utf-8") as handle:
-            lines = [line.rstrip("\n") for line in handle if line.strip()]
-        write_lines(path, [line for line in lines if line.split(maxsplit=1)[0] in kept_set])
-    utt2spk = directory / "utt2spk"
-    if utt2spk.is_file():
-        spk2utt: "OrderedDict[str, List[str]]" = OrderedDict()
-        for utt, spk in read_kaldi_map(utt2spk).items():
-            spk2utt.setdefault(spk, []).append(utt)
-        write_lines(
-            directory / "spk2utt", [f"{spk} {' '.join(utts)}" for spk, utts in spk2utt.items()]
-        )
-
-
-_STAGING = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?[^-]*")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_staging(output_dir: Path) -> None:
-    """Remove staging directories of ``output_dir`` whose writer is gone.
-
-    ``.<name>.tmp-<pid>-*`` is an unfinished output; ``.<name>.old-<pid>-*`` a
-    previous output being replaced, put back if the run died before the new
-    output took its place. Directories of a live process are left alone.
-    """
-    if not output_dir.parent.is_dir():
-        return
-    for path in sorted(output_dir.parent.iterdir()):
-        match = _STAGING.fullmatch(path.name)
-        if not match or match["name"] != output_dir.name or not path.is_dir():
-            continue
-        pid = match["pid"]
-        if pid is not None and int(pid) != os.getpid() and _alive(int(pid)):
-            continue
-        if match["kind"] == "old" and not output_dir.exists():
-            path.rename(output_dir)
-            logging.warning("Restored %s from %s, left by an interrupted run", output_dir, path)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-            logging.warning("Removed %s, left by an interrupted run", path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def dump_fbank_pitch(
@@ -375,22 +130,13 @@ def dump_fbank_pitch(
 ) -> int:
     """Write the dump directory atomically; returns the number of utterances."""
     data_dir, output_dir = Path(data_dir), Path(output_dir).absolute()
-    utterances = load_utterances(data_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_staging(output_dir)
-    pid = os.getpid()
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-{pid}-", dir=output_dir.parent))
-    # mkdtemp makes it 0700; the output gets the permissions of a plain mkdir.
-    staging.chmod(0o777 & ~_umask())
-    try:
-        for item in data_dir.iterdir():
-            if item.is_file() and item.name not in GENERATED_FILES:
-                shutil.copy2(item, staging / item.name)
+    utterances = list_utterances(data_dir)
+    name = output_dir.name
+    with staged_directory(output_dir) as staging:
+        copy_data_files(data_dir, staging, skip=GENERATED_FILES)
         (staging / "data").mkdir()
-        name = output_dir.name
-        chunks = split_jobs(utterances, nj)
         tasks = []
-        for job, chunk in enumerate(chunks, 1):
+        for job, chunk in enumerate(split_evenly(utterances, nj), 1):
             ark_name = f"raw_fbank_pitch_{name}.{job}.ark"
             tasks.append(
                 (
@@ -412,9 +158,9 @@ def dump_fbank_pitch(
             results = [_dump_job_star(tasks[0])]
 
         for (job, *_), records in zip(tasks, results):
-            write_lines(
+            write_kaldi_map(
                 staging / "data" / f"raw_fbank_pitch_{name}.{job}.scp",
-                [f"{utt} {value}" for utt, value, _ in records],
+                [(utt, value) for utt, value, _ in records],
             )
         records = sorted((r for job_records in results for r in job_records), key=lambda r: r[0])
         if not records:
@@ -423,29 +169,15 @@ def dump_fbank_pitch(
                 "skipped segments; see the warnings above)."
             )
         dim = config.feature_dim
-        write_lines(staging / "feats.scp", [f"{utt} {value}" for utt, value, _ in records])
-        write_lines(staging / "utt2num_frames", [f"{utt} {n}" for utt, _, n in records])
-        write_lines(staging / "feats_shape", [f"{utt} {n},{dim}" for utt, _, n in records])
-        write_lines(staging / "feats_dim", [str(dim)])
-        write_lines(staging / "feats_type", [FEATS_TYPE])
+        write_kaldi_map(staging / "feats.scp", [(utt, value) for utt, value, _ in records])
+        write_kaldi_map(staging / "utt2num_frames", [(utt, n) for utt, _, n in records])
+        write_kaldi_map(staging / "feats_shape", [(utt, f"{n},{dim}") for utt, _, n in records])
+        (staging / "feats_dim").write_text(f"{dim}\n")
+        (staging / "feats_type").write_text(f"{FEATS_TYPE}\n")
         if len(records) != len(utterances):
             filter_utterance_files(
                 staging, [r[0] for r in records], segmented=(data_dir / "segments").is_file()
             )
-
-        # Swap into place: the previous output is removed only after the new
-        # one is complete.
-        backup = None
-        if output_dir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{name}.old-{pid}-", dir=output_dir.parent))
-            backup.rmdir()
-            output_dir.rename(backup)
-        staging.rename(output_dir)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return len(records)
 
 
@@ -517,7 +249,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         dither=args.dither,
         process_options={
             "delta_pitch_noise_stddev": args.delta_pitch_noise_stddev,
-            "srand_seed": args.srand,
+            "srand": args.srand,
         },
     )
     try:

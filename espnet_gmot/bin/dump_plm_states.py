@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from espnet_gmot.espnet.plm_cache import DTYPES, PLMCacheError, write_plm_cache
+from espnet_gmot.kaldi_data import DataDirError
 from espnet_gmot.transfer.plm import PLMTeacher
 
 
@@ -55,7 +56,7 @@ def main(cmd=None) -> None:
             args.text, args.output_dir, teacher, batch_size=args.batch_size,
             shard_size=args.shard_size, device=args.device, dtype=args.dtype,
         )
-    except (PLMCacheError, OSError) as err:
+    except (PLMCacheError, DataDirError, OSError) as err:
         sys.exit(str(err))
     logging.info(f"wrote {scp}")
 

@@ -36,6 +36,7 @@ import kaldiio
 import numpy as np
 import torch
 
+from espnet_gmot.kaldi_data import DataDirError, read_kaldi_map, read_text, write_kaldi_map
 from espnet_gmot.transfer.plm import PLMTeacher
 
 CACHE_SCP = "plm_states.scp"
@@ -53,26 +54,12 @@ class PLMCacheError(Exception):
     """A cache that does not match the data or the PLM; the message says what to run."""
 
 
-def read_text(path: Path) -> Dict[str, str]:
-    """Kaldi ``text``: ``utt_id transcript``; an empty transcript is allowed."""
-    transcripts: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            utt, _, transcript = line.partition(" ")
-            if utt in transcripts:
-                raise ValueError(f"{path}:{number}: utterance {utt} appears twice")
-            transcripts[utt] = transcript.strip()
+def read_transcripts(path: Path) -> Dict[str, str]:
+    """Kaldi ``text`` (an empty transcript is allowed), refusing a file without utterances."""
+    transcripts = read_text(path)
     if not transcripts:
-        raise ValueError(f"{path} has no utterances")
+        raise DataDirError(f"{path} has no utterances")
     return transcripts
-
-
-def read_scp_keys(path: Path) -> List[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.split(maxsplit=1)[0] for line in f if line.strip()]
 
 
 def transcript_fingerprint(transcript: str) -> str:
@@ -146,11 +133,8 @@ def _stored_entries(shard_dir: Path) -> Dict[str, str]:
     entries: Dict[str, str] = {}
     for scp_path in sorted(shard_dir.glob("states.*.scp")):
         ark_path = scp_path.with_suffix(".ark").resolve()
-        with open(scp_path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    key, location = line.split(maxsplit=1)
-                    entries[key] = f"{ark_path}:{location.rstrip().rsplit(':', 1)[1]}"
+        for key, location in read_kaldi_map(scp_path).items():
+            entries[key] = f"{ark_path}:{location.rsplit(':', 1)[1]}"
     return entries
 
 
@@ -184,7 +168,7 @@ def write_plm_cache(
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: choose one of {DTYPES}")
     text_path = Path(text_path)
-    transcripts = read_text(text_path)
+    transcripts = read_transcripts(text_path)
     output_dir = Path(output_dir)
     shard_dir = output_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -235,14 +219,12 @@ def write_plm_cache(
         stored = _stored_entries(shard_dir)
 
         merged = output_dir / CACHE_SCP
-        _write_atomically(
-            merged, "".join(f"{utt} {stored[fingerprints[utt]]}\n" for utt in sorted(transcripts))
-        )
+        write_kaldi_map(merged, [(utt, stored[fingerprints[utt]]) for utt in sorted(transcripts)])
         # After the scp: an interruption in between leaves fingerprints that the
         # training check finds stale, never a stale scp with fresh fingerprints.
-        _write_atomically(
+        write_kaldi_map(
             output_dir / TRANSCRIPT_FINGERPRINTS,
-            "".join(f"{utt} {fingerprints[utt]}\n" for utt in sorted(transcripts)),
+            [(utt, fingerprints[utt]) for utt in sorted(transcripts)],
         )
     return merged
 
@@ -298,7 +280,7 @@ def check_plm_cache_covers_data(cmd: Iterable[str]) -> None:
             if texts:
                 try:
                     check_cache_against_text(Path(cache), Path(texts[0]))
-                except PLMCacheError as err:
+                except (PLMCacheError, DataDirError) as err:
                     raise SystemExit(str(err)) from None
     if in_use:
         os.environ[CACHES_IN_USE_ENV] = ", ".join(in_use)
@@ -313,8 +295,8 @@ def check_cache_against_text(scp_path: Path, text_path: Path) -> None:
     )
     if not scp_path.is_file():
         raise PLMCacheError(f"The PLM-state cache {scp_path} does not exist: run `{fix}`.")
-    needed = read_text(text_path)
-    missing = sorted(set(needed) - set(read_scp_keys(scp_path)))
+    needed = read_transcripts(text_path)
+    missing = sorted(set(needed) - set(read_kaldi_map(scp_path)))
     if missing:
         raise PLMCacheError(
             f"The PLM-state cache {scp_path} lacks {len(missing)} of the "
@@ -328,7 +310,7 @@ def check_cache_against_text(scp_path: Path, text_path: Path) -> None:
             f"(no {MANIFEST} / {TRANSCRIPT_FINGERPRINTS}: an older espnet-gmot wrote it). "
             f"Remove {output_dir} and run `{fix}`."
         )
-    recorded = read_text(fingerprint_path)
+    recorded = read_kaldi_map(fingerprint_path)
     changed = sorted(
         utt for utt, transcript in needed.items()
         if recorded.get(utt) != transcript_fingerprint(transcript)

@@ -16,7 +16,7 @@ Like Kaldi, the features are computed on 16-bit integer scale samples: pass
 produce) so the log-energies match Kaldi's.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -44,7 +44,7 @@ class FbankPitchConfig:
     (``compute-kaldi-pitch-feats``) and ``process_options`` to
     :func:`~espnet_gmot.features.pitch.process_kaldi_pitch`
     (``process-kaldi-pitch-feats``; e.g. ``delta_pitch_noise_stddev=0`` for
-    noise-free delta pitch, ``srand_seed``).
+    noise-free delta pitch, ``srand``).
 
     ``length_tolerance`` is ``paste-feats --length-tolerance`` (2 in
     ``make_fbank_pitch.sh``): fbank and pitch frame counts may differ by this
@@ -82,8 +82,13 @@ class FbankPitchConfig:
     def feature_dim(self) -> int:
         return self.num_mel_bins + int(self.use_energy) + self.pitch_dim
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+    def num_frames(self, num_samples: int, sample_rate: float) -> int:
+        """Frames the fbank gives ``num_samples`` samples (Kaldi's ``NumFrames``)."""
+        window = int(sample_rate * 0.001 * self.frame_length)
+        shift = int(sample_rate * 0.001 * self.frame_shift)
+        if self.snip_edges:
+            return 0 if num_samples < window else 1 + (num_samples - window) // shift
+        return (num_samples + shift // 2) // shift
 
 
 def compute_kaldi_fbank(

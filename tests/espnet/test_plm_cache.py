@@ -149,6 +149,7 @@ def test_changed_transcript_is_recomputed_never_stale(tmp_path, bert):
     check_cache_against_text(scp, text)
 
 
+@pytest.mark.slow  # runs the dump command in subprocesses
 def test_scp_is_read_from_any_working_directory(tmp_path, bert):
     dump_dir = tmp_path / "recipe"
     dump_dir.mkdir()
@@ -206,6 +207,7 @@ def test_float16_cache_is_half_the_size_and_read_as_float32(tmp_path, bert):
     assert 0.45 < sizes["float16"] / sizes["float32"] < 0.6
 
 
+@pytest.mark.slow  # builds ESPnet's asr_train parser
 def test_training_refuses_a_cache_that_misses_utterances(tmp_path, bert):
     text = write_text(tmp_path / "text", {"a": "他是", "b": "我们", "c": "你好"})
     partial = write_text(tmp_path / "partial_text", {"a": "他是"})
@@ -219,6 +221,7 @@ def test_training_refuses_a_cache_that_misses_utterances(tmp_path, bert):
     check_plm_cache_covers_data(args[:-1] + [f"--train_data_path_and_name_and_type={full},plm_states,kaldi_ark"])
 
 
+@pytest.mark.slow  # builds ESPnet's asr_train parser
 def test_coverage_is_checked_for_data_paths_from_the_config_yaml(tmp_path, bert):
     text = write_text(tmp_path / "text", {"a": "他是", "b": "我们"})
     scp = write_plm_cache(write_text(tmp_path / "partial", {"a": "他是"}), tmp_path / "cache",
@@ -239,6 +242,7 @@ def test_coverage_is_checked_for_data_paths_from_the_config_yaml(tmp_path, bert)
     assert not (tmp_path / "exp").exists()
 
 
+@pytest.mark.slow  # runs the dump command in subprocesses
 def test_dump_command_line(tmp_path, bert, other_bert):
     text = write_text(tmp_path / "text", {"a": "他是", "b": "我们"})
     done = dump("--text", text, "--plm", bert, "--output_dir", tmp_path / "out")
@@ -255,6 +259,7 @@ def test_dump_command_line(tmp_path, bert, other_bert):
     assert no_plm.returncode != 0 and f"--plm '{empty}'" in no_plm.stderr and "it is empty" in no_plm.stderr
 
 
+@pytest.mark.slow  # runs the dump command in subprocesses
 def test_sigkill_then_resume_gives_the_uninterrupted_cache(tmp_path, bert):
     from tests.helpers.tiny_asr import SENTENCES as CORPUS
 

@@ -15,6 +15,7 @@ import soundfile
 import torch
 from typeguard import TypeCheckError
 
+from espnet_gmot import kaldi_data
 from espnet_gmot.bin import dump_fbank_pitch as dump
 from espnet_gmot.espnet.frontend import FbankPitchFrontend
 from espnet_gmot.features import FbankPitchConfig, compute_fbank_pitch
@@ -135,7 +136,7 @@ def test_resample(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "wav.scp").write_text(f"u1 {wav8k}\n")
-    with pytest.raises(dump.DataDirError, match="--resample true"):
+    with pytest.raises(kaldi_data.DataDirError, match="--resample true"):
         dump.dump_fbank_pitch(data, tmp_path / "a", 1, 16000, False, -1, FbankPitchConfig(), None)
     count = dump.dump_fbank_pitch(
         data, tmp_path / "b", 1, 16000, True, -1, FbankPitchConfig(), None
@@ -169,12 +170,12 @@ def test_bad_input_is_explained_and_keeps_old_output(tmp_path, caplog, wav_scp, 
 def test_wrong_sample_rate_names_file(tmp_path):
     data = make_data_dir(tmp_path, {"utt_a": "mandarin1"})
     expected = r"'utt_a'.*mandarin1.wav.*16000 Hz but --fs is 8000"
-    with pytest.raises(dump.DataDirError, match=expected):
+    with pytest.raises(kaldi_data.DataDirError, match=expected):
         dump.dump_fbank_pitch(data, tmp_path / "o", 1, 8000, False, -1, FbankPitchConfig(), None)
 
 
 def test_missing_data_dir(tmp_path):
-    with pytest.raises(dump.DataDirError, match="not found"):
+    with pytest.raises(kaldi_data.DataDirError, match="not found"):
         dump.dump_fbank_pitch(
             tmp_path / "nothing", tmp_path / "o", 1, 16000, False, -1, FbankPitchConfig(), None
         )
@@ -221,7 +222,7 @@ def test_extraction_error_names_utterance_and_file(tmp_path, monkeypatch):
         raise ValueError("something inside the pitch tracker")
 
     monkeypatch.setattr(dump, "compute_fbank_pitch", broken)
-    with pytest.raises(dump.DataDirError, match=r"'utt_a' \(.*mandarin1.wav.*pitch tracker"):
+    with pytest.raises(kaldi_data.DataDirError, match=r"'utt_a' \(.*mandarin1.wav.*pitch tracker"):
         dump.dump_fbank_pitch(data, tmp_path / "o", 1, 16000, False, -1, FbankPitchConfig(), None)
     assert not (tmp_path / "o").exists()
 
@@ -274,11 +275,12 @@ def test_output_replaced_by_a_killed_run_is_restored_first(tmp_path):
     backup = _killed_staging(output, "old")
     shutil.rmtree(backup)
     output.rename(backup)
-    dump.clean_stale_staging(output)
+    kaldi_data.clean_stale_staging(output)
     assert sorted(kaldiio.load_scp(str(output / "feats.scp"))) == ["utt_a"]
     assert sorted(p.name for p in output.parent.iterdir()) == ["train"]
 
 
+@pytest.mark.slow  # runs the command in a subprocess on 40 utterances
 def test_sigkill_during_dump_then_rerun(tmp_path):
     data = make_data_dir(tmp_path, {f"utt_{k}": "mandarin3" for k in range(40)})
     output = tmp_path / "dump" / "train"
