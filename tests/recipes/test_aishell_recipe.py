@@ -223,7 +223,7 @@ def load_conf(name: str) -> dict:
 
 
 def test_configs_match_the_papers_setup():
-    base = load_conf("train_asr_conformer_ctc_baseline.yaml")
+    base = load_conf("train_asr_baseline.yaml")
     enc = base["encoder_conf"]
     assert base["encoder"] == "conformer"
     assert (enc["num_blocks"], enc["output_size"], enc["attention_heads"], enc["linear_units"],
@@ -254,6 +254,53 @@ def test_configs_match_the_papers_setup():
 
     dec = load_conf("decode_asr_ctc_greedy.yaml")
     assert (dec["beam_size"], dec["ctc_weight"], dec["lm_weight"], dec["penalty"]) == (1, 1.0, 0.0, 0.0)
+
+
+def test_hybrid_configs_are_espnets_e_branchformer_setup_and_its_gmot_twin():
+    """ESPnet's egs2/aishell/asr1/conf/tuning/train_asr_e_branchformer_e12_mlp1024_linear1024_mactrue_amp.yaml."""
+    base = load_conf("train_asr_hybrid_baseline.yaml")
+    enc, dec = base["encoder_conf"], base["decoder_conf"]
+    assert (base["encoder"], base["decoder"], base["model"]) == ("e_branchformer", "transformer", "espnet")
+    assert (enc["num_blocks"], enc["output_size"], enc["attention_heads"], enc["linear_units"],
+            enc["cgmlp_linear_units"], enc["cgmlp_conv_kernel"], enc["merge_conv_kernel"],
+            enc["input_layer"], enc["macaron_ffn"]) == (12, 256, 4, 1024, 1024, 31, 31, "conv2d", True)
+    assert (dec["num_blocks"], dec["attention_heads"], dec["linear_units"]) == (6, 4, 2048)
+    assert base["model_conf"] == {"ctc_weight": 0.3, "lsm_weight": 0.1, "length_normalized_loss": False}
+    assert (base["batch_type"], base["batch_bins"], base["max_epoch"], base["use_amp"]) == ("numel", 25000000, 60, True)
+    assert (base["optim_conf"], base["scheduler_conf"]) == ({"lr": 0.001, "weight_decay": 1e-6}, {"warmup_steps": 35000})
+    assert base["best_model_criterion"] == [["valid", "acc", "max"]] and base["keep_nbest_models"] == 10
+    assert base["specaug_conf"]["num_time_mask"] == 10
+
+    gmot = load_conf("train_asr_hybrid_gmot.yaml")
+    mc = gmot.pop("model_conf")
+    assert gmot.pop("model") == "gmot"
+    assert {k: v for k, v in base.items() if k not in ("model", "model_conf")} == gmot
+    assert {k: mc.pop(k) for k in list(base["model_conf"])} == base["model_conf"]  # ESPnet's, as stock
+    paper = load_conf("train_asr_gmot.yaml")["model_conf"]
+    assert mc == {k: paper[k] for k in ("asr_weight", "transfer_weight", "plm_conf", "transfer_conf")}
+
+    decode = load_conf("decode_asr_hybrid.yaml")  # ESPnet's decode_asr_branchformer.yaml
+    assert decode == {"beam_size": 10, "ctc_weight": 0.4, "lm_weight": 0.0, "penalty": 0.0,
+                      "maxlenratio": 0.0, "minlenratio": 0.0}
+
+
+@pytest.mark.parametrize("system", ["hybrid_baseline", "hybrid_gmot"])
+def test_hybrid_configs_build_with_espnets_asr_task(tmp_path, system):
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_gmot.espnet.registry import register
+
+    register()
+    token_list = tmp_path / "tokens.txt"
+    token_list.write_text("\n".join(["<blank>", "<unk>", *sorted(set("".join(SENTENCES))), "<sos/eos>"]) + "\n",
+                          encoding="utf-8")
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(RECIPE / "conf" / f"train_asr_{system}.yaml"), "--token_list", str(token_list),
+         "--token_type", "char", "--output_dir", str(tmp_path / "out")])
+    model = ASRTask.build_model(args)
+    assert type(model.encoder).__name__ == "EBranchformerEncoder"
+    assert type(model.decoder).__name__ == "TransformerDecoder" and model.ctc_weight == 0.3
+    assert hasattr(model, "transfer") == (system == "hybrid_gmot")
 
 
 # ----------------------------------------------- 2. setup + run routing ----
@@ -310,21 +357,23 @@ def test_recipe_outside_the_espnet_tree(tmp_path, how):
     assert Path(env_file["MAIN_ROOT"]).resolve() == espnet.resolve()
 
 
-def test_methods_options_and_passthrough(standin):
+def test_systems_options_and_passthrough(standin):
     _, _, recipe = standin
     run(["local/setup.sh"], recipe)
-    configs = {
-        "baseline": "conf/train_asr_conformer_ctc_baseline.yaml",
-        "otbert": "conf/train_asr_otbert.yaml",
-        "totcakt": "conf/train_asr_totcakt.yaml",
-        "gmot": "conf/train_asr_gmot.yaml",
-    }
-    for method, config in configs.items():
-        run(["./run.sh", "--method", method, "--python", sys.executable], recipe)
+    for system in ("baseline", "otbert", "totcakt", "gmot"):
+        proc = run(["./run.sh", "--system", system, "--python", sys.executable], recipe)
         opts = final_options(recipe)
-        assert opts["asr_config"] == config
-        assert opts["asr_tag"] == f"{Path(config).stem}_raw_zh_char_sp"
+        assert opts["asr_config"] == f"conf/train_asr_{system}.yaml"
+        assert opts["asr_tag"] == f"train_asr_{system}_raw_zh_char_sp"
         assert opts["python"] == LAUNCH  # the baseline takes the same route
+        assert (opts["inference_config"], opts["inference_asr_model"]) == \
+            ("conf/decode_asr_ctc_greedy.yaml", "valid.cer_ctc.ave.pth")
+        assert "deprecated" not in proc.stderr
+
+    # the old option name still works, with a warning on stderr
+    proc = run(["./run.sh", "--method", "otbert", "--python", sys.executable], recipe)
+    assert final_options(recipe)["asr_config"] == "conf/train_asr_otbert.yaml"
+    assert "--method is deprecated" in proc.stderr and "--system otbert" in proc.stderr
 
     # Unknown options go to asr.sh after run.sh's own; dashed names and
     # --name=value work; --asr_args merges with run.sh's additions.
@@ -357,6 +406,26 @@ def test_inference_option_routes_stage_12(standin):
     assert proc.returncode != 0 and "--inference beam: choose ctc_greedy or espnet" in proc.stderr
 
 
+@pytest.mark.parametrize("system", ["hybrid_baseline", "hybrid_gmot"])
+def test_hybrid_systems_decode_with_espnets_joint_beam_search(standin, system):
+    _, _, recipe = standin
+    run(["local/setup.sh"], recipe)
+    run(["./run.sh", "--system", system, "--python", sys.executable], recipe)
+    opts = final_options(recipe)
+    assert opts["asr_config"] == f"conf/train_asr_{system}.yaml"
+    assert opts["python"] == f"{sys.executable} -m espnet_gmot.launch"  # ESPnet's decoder
+    assert "batch_size" not in opts
+    assert opts["inference_config"] == "conf/decode_asr_hybrid.yaml"
+    assert opts["inference_asr_model"] == "valid.acc.ave.pth"  # best_model_criterion: valid acc
+    # explicit choices still win
+    run(["./run.sh", "--system", system, "--python", sys.executable, "--inference_config",
+         "conf/decode_asr_ctc_greedy.yaml", "--inference_asr_model", "valid.loss.ave.pth"], recipe)
+    opts = final_options(recipe)
+    assert (opts["inference_config"], opts["inference_asr_model"]) == \
+        ("conf/decode_asr_ctc_greedy.yaml", "valid.loss.ave.pth")
+
+
+@pytest.mark.slow
 def test_launch_runs_the_greedy_decoder_where_asr_sh_asks_for_asr_inference():
     proc = subprocess.run([*LAUNCH.split(), "-m", "espnet2.bin.asr_inference", "--help"],
                           capture_output=True, text=True)
@@ -368,6 +437,7 @@ def test_launch_runs_the_greedy_decoder_where_asr_sh_asks_for_asr_inference():
     assert "--time_sync" in plain.stdout  # ESPnet's own decoder
 
 
+@pytest.mark.slow
 def test_fbank_pitch_dump_built_from_asr1_raw_dump(standin):
     _, asr1, recipe = standin
     before = listing(asr1)
@@ -435,7 +505,7 @@ def test_run_refuses_bad_options(standin):
     for args, message in [
         (["--stage", "5"], "belongs to egs2/aishell/asr1"),
         (["--skip_data_prep", "true"], "--skip_data_prep is not supported"),
-        (["--method", "foo"], "choose baseline, otbert, totcakt or gmot"),
+        (["--system", "foo"], "choose baseline, otbert, totcakt, gmot, hybrid_baseline or hybrid_gmot"),
         (["--feats_type", "fbank"], "choose raw or fbank_pitch"),
         (["--feats_type", "fbank_pitch", "--frontend", "fbank_pitch"], "needs --feats_type raw"),
         (["--speed_perturb_factors", ""], "dump/raw/train/feats_type not found"),
@@ -501,6 +571,7 @@ def _launch_importable() -> Optional[str]:
 _LAUNCH_ERROR = _launch_importable()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_LAUNCH_ERROR is not None,
                     reason=f"espnet_gmot.launch cannot be imported: {_LAUNCH_ERROR}")
 def test_routed_gmot_commands_run_for_real(tmp_path):
@@ -626,6 +697,7 @@ def tiny_recipe_config(bert: Path) -> dict:
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (Path(_REAL_ROOT) / "egs2/TEMPLATE/asr1/utils/parse_options.sh").is_file(),
     reason=f"set {ESPNET_ROOT_ENV} to an ESPnet checkout (egs2/TEMPLATE/asr1 with Kaldi's "

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # AISHELL-1 with OT knowledge transfer from BERT (OT-BERT, TOT-CAKT, GM-OT) and
-# its Conformer-CTC baseline, on ESPnet's own asr.sh, from stage 10.
+# its Conformer-CTC baseline, on ESPnet's own asr.sh, from stage 10; and GM-OT
+# on ESPnet's hybrid E-Branchformer + Transformer decoder with its stock twin.
 #
 # Data preparation (asr.sh stages 1-5) belongs to ESPnet's egs2/aishell/asr1;
 # local/setup.sh links its data/, dump/ and token list here.  Then:
-#     ./run.sh --stage 10 [--method gmot|totcakt|otbert|baseline] [options] [asr.sh options]
+#     ./run.sh --stage 10 [--system gmot|totcakt|otbert|baseline|hybrid_gmot|hybrid_baseline]
+#              [options] [asr.sh options]
 #
 # Stages (asr.sh's numbering):
 #     10  collect stats          11  training
-#     12  decoding (CTC greedy)  13  scoring (CER with sclite)
-# Stage 12 decodes with espnet_gmot.bin.asr_inference_ctc_greedy (--inference
-# ctc_greedy, the papers' best-path decoding, batched): run.sh gives asr.sh the
-# prefix "python3 -m espnet_gmot.launch --asr_inference <that module>", which
-# runs it where asr.sh asks for espnet2.bin.asr_inference, with the same
-# arguments and output files. --inference espnet keeps ESPnet's decoder (beam
-# search as --inference_config says; CTC prefix search with beam 1 by default).
+#     12  decoding               13  scoring (CER with sclite)
+# Stage 12 of a CTC-only system decodes with espnet_gmot.bin.asr_inference_ctc_greedy
+# (--inference ctc_greedy, the papers' best-path decoding, batched): run.sh gives
+# asr.sh the prefix "python3 -m espnet_gmot.launch --asr_inference <that module>",
+# which runs it where asr.sh asks for espnet2.bin.asr_inference, with the same
+# arguments and output files. A hybrid system (its config has a `decoder:`)
+# decodes with ESPnet's espnet2.bin.asr_inference (--inference espnet): joint
+# CTC/attention beam search as conf/decode_asr_hybrid.yaml says. --inference
+# espnet on a CTC-only system keeps ESPnet's decoder too (CTC prefix search with
+# beam 1 by default).
 # Before asr.sh, run.sh itself may
 #     - dump Kaldi-free fbank+pitch features (--feats_type fbank_pitch, when
 #       the dump lacks them; needed from stage 10 on),
@@ -28,9 +33,10 @@
 # is passed to asr.sh unchanged and after run.sh's own, so it wins
 # (e.g. --ngpu 4 --nj 32 --inference_nj 32 --gpu_inference true):
 #   --stage [10] --stop_stage [13]
-#   --method [gmot]         baseline | otbert | totcakt | gmot
-#   --asr_config []         training config; default conf/train_asr_<method>.yaml
-#                           (baseline: conf/train_asr_conformer_ctc_baseline.yaml)
+#   --system [gmot]         baseline | otbert | totcakt | gmot (CTC-only, the papers')
+#                           hybrid_baseline | hybrid_gmot (E-Branchformer + Transformer
+#                           decoder, ESPnet's AISHELL-1 setup); --method is its old name
+#   --asr_config []         training config; default conf/train_asr_<system>.yaml
 #   --asr_tag []            default <config name>_<features>_zh_char[_sp]
 #   --asr_args []           extra asr_train arguments (run.sh adds its own)
 #   --feats_type [raw]      raw (asr1's waveform dump) | fbank_pitch (80 fbank +
@@ -43,12 +49,15 @@
 #   --plm_cache_opts []     extra dump_plm_states options, e.g. "--device cuda --batch_size 128"
 #   --fbank_nj [8]          parallel jobs of the fbank_pitch dump
 #   --python [python3]      interpreter, or a prefix such as "coverage run --append"
-#   --inference [ctc_greedy] ctc_greedy | espnet (see stage 12 above)
+#   --inference []          ctc_greedy | espnet (see stage 12 above); default
+#                           ctc_greedy, espnet for a hybrid system
 #   --inference_batch_size [1] utterances per greedy decoding batch (asr.sh's
 #                           --batch_size); more is faster on a GPU but not
 #                           padding-invariant (see the README)
-#   --inference_config [conf/decode_asr_ctc_greedy.yaml]
-#   --inference_asr_model [valid.cer_ctc.ave.pth]
+#   --inference_config []   default conf/decode_asr_ctc_greedy.yaml, for a hybrid
+#                           system with --inference espnet conf/decode_asr_hybrid.yaml
+#   --inference_asr_model [] default valid.cer_ctc.ave.pth, for a hybrid system
+#                           valid.acc.ave.pth (the configs' best_model_criterion)
 #   --train_set [train] --valid_set [dev] --test_sets ["dev test"]
 #   --eval_valid_set [false] decode the valid set even if not in --test_sets
 #                           (asr.sh decodes it from <dumpdir>/<feats>/org/<valid_set>)
@@ -66,7 +75,7 @@ die() {
 
 stage=10
 stop_stage=13
-method=gmot
+system=gmot
 asr_config=
 asr_tag=
 asr_args=
@@ -79,10 +88,10 @@ plm=
 plm_cache_opts=
 fbank_nj=8
 python="${python:-python3}"
-inference=ctc_greedy
+inference=
 inference_batch_size=1
-inference_config=conf/decode_asr_ctc_greedy.yaml
-inference_asr_model=valid.cer_ctc.ave.pth
+inference_config=
+inference_asr_model=
 train_set=train
 valid_set=dev
 test_sets="dev test"
@@ -91,7 +100,7 @@ speed_perturb_factors="0.9 1.0 1.1"
 dumpdir=dump
 expdir=exp
 
-own_options="stage stop_stage method asr_config asr_tag asr_args asr_stats_dir feats_type"
+own_options="stage stop_stage system asr_config asr_tag asr_args asr_stats_dir feats_type"
 own_options+=" frontend audio_format plm_cache plm plm_cache_opts fbank_nj python"
 own_options+=" inference inference_batch_size inference_config inference_asr_model train_set valid_set test_sets eval_valid_set"
 own_options+=" speed_perturb_factors dumpdir expdir"
@@ -109,6 +118,10 @@ while [ $# -gt 0 ]; do
     esac
     name="${name#--}"
     name="${name//-/_}"
+    if [ "${name}" = method ]; then
+        echo "run.sh: --method is deprecated and will be removed in the next release: use --system ${value} (same values, the word of the demo's --systems)" >&2
+        name=system
+    fi
     if [ "${name}" = skip_data_prep ]; then
         # asr.sh appends _sp to --train_set only inside its data-prep block, so
         # skipping it would train on the unperturbed set (stages 1-5 are
@@ -127,13 +140,32 @@ done
 [ "${stop_stage}" -ge "${stage}" ] || die "--stop_stage ${stop_stage} is before --stage ${stage}"
 
 if [ -z "${asr_config}" ]; then
-    case "${method}" in
-        baseline) asr_config=conf/train_asr_conformer_ctc_baseline.yaml ;;
-        otbert|totcakt|gmot) asr_config="conf/train_asr_${method}.yaml" ;;
-        *) die "--method ${method}: choose baseline, otbert, totcakt or gmot" ;;
+    case "${system}" in
+        baseline|otbert|totcakt|gmot|hybrid_baseline|hybrid_gmot) asr_config="conf/train_asr_${system}.yaml" ;;
+        *) die "--system ${system}: choose baseline, otbert, totcakt, gmot, hybrid_baseline or hybrid_gmot" ;;
     esac
 fi
 [ -f "${asr_config}" ] || die "--asr_config ${asr_config} not found"
+
+# A hybrid CTC/attention system (a decoder in its config) decodes with ESPnet's
+# joint beam search; the greedy decoder reads CTC only.
+hybrid=false
+if grep -q '^decoder:' "${asr_config}"; then
+    hybrid=true
+fi
+if [ -z "${inference}" ]; then
+    if "${hybrid}"; then inference=espnet; else inference=ctc_greedy; fi
+fi
+if [ -z "${inference_config}" ]; then
+    if "${hybrid}" && [ "${inference}" = espnet ]; then
+        inference_config=conf/decode_asr_hybrid.yaml
+    else
+        inference_config=conf/decode_asr_ctc_greedy.yaml
+    fi
+fi
+if [ -z "${inference_asr_model}" ]; then
+    if "${hybrid}"; then inference_asr_model=valid.acc.ave.pth; else inference_asr_model=valid.cer_ctc.ave.pth; fi
+fi
 [ -f "${inference_config}" ] || die "--inference_config ${inference_config} not found"
 
 case "${feats_type}" in
