@@ -6,8 +6,10 @@
 #   3 data      Kaldi data dirs and ESPnet's char token list
 #   4 features  Kaldi-compatible 80 fbank + 3 pitch (espnet_gmot.bin.dump_fbank_pitch)
 #   5 stats     ESPnet collect-stats (shapes, global mean/variance)
-#   6 train     stock Conformer-CTC baseline, OT-BERT, TOT-CAKT, GM-OT
-#   7 decode    CTC greedy decoding of dev and test (batched best path; or ESPnet's beam search)
+#   6 train     stock Conformer-CTC baseline, OT-BERT, TOT-CAKT, GM-OT (optionally the
+#               hybrid CTC/attention pair hybrid_baseline, hybrid_gmot)
+#   7 decode    dev and test: CTC greedy (batched best path; or ESPnet's beam search);
+#               hybrid systems: ESPnet's joint CTC/attention beam search
 #   8 score     CER with sclite (Debian sctk)
 #   9 report    RESULTS.md and coupling heat maps (PNG)
 #
@@ -19,7 +21,8 @@ stage=1
 stop_stage=9
 nj=2                                   # parallel jobs (synthesis, features, decoding)
 python=python3
-systems="baseline otbert totcakt gmot" # conf/train_asr_<system>.yaml
+systems="baseline otbert totcakt gmot" # conf/train_asr_<system>.yaml; also hybrid_baseline
+                                       # hybrid_gmot (Conformer + Transformer decoder)
 corpus_opts=""                         # extra options of local/make_corpus.py (e.g. --tiny)
 corpus_size="--train_utts_per_speaker 80 --eval_utts_per_speaker 20 --speed_range 160 200"  # sized for the 30-minute budget
 plm_minutes=3                          # teacher pretraining budget
@@ -27,11 +30,13 @@ plm_opts=""                            # extra options of local/train_teacher_pl
 max_epoch=""                           # overrides the configs' max_epoch when set
 test_sets="dev test"
 plot_utts=3                            # coupling heat maps per method
-inference=ctc_greedy                   # ctc_greedy: espnet_gmot.bin.asr_inference_ctc_greedy (batched
-                                       # best path); espnet: espnet2.bin.asr_inference (beam 1 prefix search)
+inference=ctc_greedy                   # CTC-only systems. ctc_greedy: espnet_gmot.bin.asr_inference_ctc_greedy
+                                       # (batched best path); espnet: espnet2.bin.asr_inference (beam 1
+                                       # prefix search). Hybrid systems always decode with
+                                       # espnet2.bin.asr_inference and conf/decode_asr_hybrid.yaml.
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     echo "Options (default):"
     for name in ${option_names}; do printf '  --%s (%s)\n' "${name}" "${!name}"; done
 }
@@ -155,18 +160,28 @@ train_systems() {
     done
 }
 
+is_hybrid() {  # is_hybrid SYSTEM: its config has an attention decoder
+    grep -q '^decoder:' "conf/train_asr_$1.yaml"
+}
+
 decode_systems() {
-    if [ "${inference}" = ctc_greedy ]; then
+    local system set out greedy_systems="" espnet_systems=""
+    for system in ${systems}; do
+        if [ "${inference}" = ctc_greedy ] && ! is_hybrid "${system}"; then
+            greedy_systems+="${system} "
+        else
+            espnet_systems+="${system} "
+        fi
+    done
+    if [ -n "${greedy_systems}" ]; then
         # Batched greedy decoding is so fast that ESPnet's start-up dominates:
-        # one process decodes every system and set.
-        ${python} local/decode_greedy.py --systems "${systems}" --sets "${test_sets}" \
+        # one process decodes every CTC-only system and set.
+        ${python} local/decode_greedy.py --systems "${greedy_systems% }" --sets "${test_sets}" \
             --feats "${feats}" > exp/decode_greedy.log 2>&1 \
             || { tail -n 30 exp/decode_greedy.log; exit 1; }
-        return 0
     fi
     # ESPnet's decoder: one job per (system, set), at most $nj at a time.
-    local system set out
-    for system in ${systems}; do
+    for system in ${espnet_systems}; do
         for set in ${test_sets}; do
             out=exp/asr_${system}/decode_${set}
             if [ -f "${out}/text" ]; then
@@ -187,13 +202,19 @@ decode_systems() {
 
 decode_one() {  # decode_one SYSTEM SET: writes exp/asr_SYSTEM/decode_SET/text atomically
     local dir=exp/asr_$1 out=exp/asr_$1/decode_$2
+    local config=conf/decode_asr_ctc_greedy.yaml model=valid.cer_ctc.ave.pth
+    if is_hybrid "$1"; then
+        # joint CTC/attention beam search on the model ranked by attention accuracy
+        config=conf/decode_asr_hybrid.yaml
+        model=valid.acc.ave.pth
+    fi
     rm -rf "${out}.tmp"
     mkdir -p "${out}.tmp"
     ${launch} espnet2.bin.asr_inference --ngpu 0 --batch_size 1 \
         --data_path_and_name_and_type "${feats}/$2/feats.scp,speech,kaldi_ark" \
         --asr_train_config "${dir}/config.yaml" \
-        --asr_model_file "${dir}/valid.cer_ctc.ave.pth" \
-        --config conf/decode_asr_ctc_greedy.yaml \
+        --asr_model_file "${dir}/${model}" \
+        --config "${config}" \
         --output_dir "${out}.tmp/output" > "${out}.tmp/decode.log" 2>&1 \
         || { echo "decoding $2 with $1 failed; see ${out}.tmp/decode.log" >&2; return 1; }
     sort "${out}.tmp/output/1best_recog/text" > "${out}.tmp/text"
