@@ -14,7 +14,31 @@ square-loss decomposition of Peyre et al. (2016, Prop. 1): one step costs
 each inner Sinkhorn starts from the previous step's duals (the first one from
 epsilon scaling, see :mod:`espnet_gmot.ot.sinkhorn`); the inner problem has a
 unique solution, so this changes the number of iterations, not the result.
+
+Relaxed marginals (``marginal_relaxation``, as in :func:`sinkhorn`): each step's
+inner solve becomes the unbalanced scaling algorithm (Chizat et al., 2018), so
+the fixed point is a stationary point of
+
+    (1 - alpha) <M, P> + alpha sum L(C1[i,i'], C2[k,k']) P[i,k] P[i',k']
+        + eps KL(P | 1 1^T) + rho_a KL(P 1 | a) + rho_b KL(P^T 1 | b).
+
+``(0, inf)`` is the entropic semi-relaxed FGW of Vincent-Cuaz et al. (2022) with
+the token side hard and the frames free (Sejourne et al., 2021, for finite
+``rho``). With a marginal that is no longer fixed, ``constC`` is built from the
+current plan's marginals (``sum_i' C1[i,i']^2 (P 1)_i'`` and so on), as POT's
+semi-relaxed solvers do with ``q = P^T 1``; hard sides keep ``a`` and ``b``.
+
+POT's ``entropic_semirelaxed_fused_gromov_wasserstein`` takes a different
+step: mirror descent in the KL geometry, ``P <- diag(p / (K 1)) K`` with
+``K = P * exp(-grad / eps)``, where ``eps`` is a step size and the fixed point is
+a stationary point of the *unregularised* srFGW. Here ``eps`` is an entropic
+regularisation, as in the balanced solver (POT's entropic FGW, ``solver="PGD"``);
+the tests check that the plan is the fixed point
+``P = diag(p / (exp(-grad(P) / eps) 1)) exp(-grad(P) / eps)`` of POT's own
+srFGW gradient, and the unregularised objective against POT's.
 """
+
+import math
 
 from typing import Dict, Optional
 
@@ -25,7 +49,9 @@ from espnet_gmot.ot.host import to_host
 from espnet_gmot.ot.sinkhorn import (
     DEFAULT_CHECK_EVERY,
     DEFAULT_NEWTON_STEPS,
+    HARD,
     Marginals,
+    Relaxation,
     TransportResult,
     annealing_stages,
     check_solver_options,
@@ -40,10 +66,18 @@ def _square_loss_constant(
     source_structure: torch.Tensor,
     target_structure: torch.Tensor,
     marginals: Marginals,
+    plan: Optional[torch.Tensor] = None,
+    relaxation=HARD,
 ) -> torch.Tensor:
-    """POT's ``constC`` for the square loss, ``(B, n, m)``."""
-    source_part = torch.bmm(source_structure**2, marginals.source_mass[:, :, None])
-    target_part = torch.bmm(target_structure**2, marginals.target_mass[:, :, None])
+    """POT's ``constC`` for the square loss, ``(B, n, m)``; a relaxed side uses
+    the marginal of ``plan`` instead of its nominal mass."""
+    source_mass, target_mass = marginals.source_mass, marginals.target_mass
+    if relaxation[0] != math.inf:
+        source_mass = plan.sum(2)
+    if relaxation[1] != math.inf:
+        target_mass = plan.sum(1)
+    source_part = torch.bmm(source_structure**2, source_mass[:, :, None])
+    target_part = torch.bmm(target_structure**2, target_mass[:, :, None])
     return source_part + target_part.transpose(1, 2)
 
 
@@ -76,6 +110,7 @@ def fused_gromov_wasserstein(
     check_every: int = DEFAULT_CHECK_EVERY,
     epsilon_scaling: bool = True,
     newton_steps: int = DEFAULT_NEWTON_STEPS,
+    marginal_relaxation: Relaxation = math.inf,
     check_finite: bool = True,
     setting: Optional[Dict[str, object]] = None,
 ) -> TransportResult:
@@ -104,6 +139,8 @@ def fused_gromov_wasserstein(
         check_every, epsilon_scaling, newton_steps, check_finite, setting: as in
             :func:`sinkhorn` (epsilon scaling applies to the first, cold, inner
             solve; Newton steps to every inner solve that hits ``inner_iter``).
+        marginal_relaxation: KL weights ``(rho_a, rho_b)`` of the marginals,
+            as in :func:`sinkhorn` (see the module docstring); ``inf``: hard.
 
     Returns:
         :class:`TransportResult` whose ``value`` is the FGW objective without
@@ -126,8 +163,9 @@ def fused_gromov_wasserstein(
         raise ValueError(f"gw_weight must lie in [0, 1], got {gw_weight}")
     if outer_iter < 1:
         raise ValueError(f"outer_iter must be >= 1, got {outer_iter}")
-    check_solver_options(
-        epsilon, inner_iter, tol, gradient, overrelaxation, check_every, newton_steps
+    relaxation = check_solver_options(
+        epsilon, inner_iter, tol, gradient, overrelaxation, check_every, newton_steps,
+        marginal_relaxation,
     )
     if gw_weight == 0.0:
         return sinkhorn(
@@ -142,6 +180,7 @@ def fused_gromov_wasserstein(
             check_every=check_every,
             epsilon_scaling=epsilon_scaling,
             newton_steps=newton_steps,
+            marginal_relaxation=relaxation,
             check_finite=check_finite,
             setting=setting,
         )
@@ -166,11 +205,15 @@ def fused_gromov_wasserstein(
             inputs = (problem.cost, work_source, work_target, constant)
             if gradient == "envelope":
                 inputs = tuple(t.detach() for t in inputs)
-            plan, item_iters, item_newton, n_outer = _mirror_descent(
+            plan, item_iters, item_newton, n_outer, column_target = _mirror_descent(
                 *inputs, marginals, epsilon, gw_weight, outer_iter, inner_iter, tol,
                 outer_tol, overrelaxation, check_every, stages,
-                newton_steps if gradient == "envelope" else 0,
+                newton_steps if gradient == "envelope" else 0, relaxation,
             )
+            if relaxation != HARD:
+                constant = _square_loss_constant(
+                    work_source, work_target, marginals, plan, relaxation
+                )
 
         gw_term = _gw_tensor_product(constant, work_source, work_target, plan)
         value = (1.0 - gw_weight) * (problem.cost * plan).sum((1, 2)) + gw_weight * (
@@ -180,34 +223,45 @@ def fused_gromov_wasserstein(
         described.update(
             outer_iter=outer_iter, inner_iter=inner_iter, tol=tol, overrelaxation=overrelaxation
         )
+        if relaxation != HARD:
+            described.update(marginal_relaxation=relaxation)
         return finish_result(
             problem, plan, value, item_iters, cost.dtype, tol, described, n_outer=n_outer,
-            item_newton=item_newton,
+            item_newton=item_newton, column_target=column_target,
         )
 
 
 def _mirror_descent(
     cost, source_structure, target_structure, constant, marginals, epsilon, gw_weight,
     outer_iter, inner_iter, tol, outer_tol, overrelaxation, check_every, anneal_stages,
-    newton_steps,
+    newton_steps, relaxation=HARD,
 ):
     """Returns the plan, each item's total inner iterations and Newton steps
-    (device) and the number of outer steps run."""
+    (device), the number of outer steps run and the last inner solve's column
+    target (``None`` for a hard token side)."""
     plan = marginals.source_mass[:, :, None] * marginals.target_mass[:, None, :]
     active = torch.ones(plan.size(0), dtype=torch.bool, device=plan.device)
     item_iters = torch.zeros(plan.size(0), dtype=torch.long, device=plan.device)
     item_newton = torch.zeros_like(item_iters)
-    source_dual = target_dual = None
+    source_dual = target_dual = column_target = None
     n_outer = 0
     for _ in range(outer_iter):
+        if relaxation != HARD:
+            constant = _square_loss_constant(
+                source_structure, target_structure, marginals, plan, relaxation
+            )
         gradient = (1.0 - gw_weight) * cost + gw_weight * 2.0 * _gw_tensor_product(
             constant, source_structure, target_structure, plan
         )
         solved = solve_scaling(
             gradient, marginals, epsilon, inner_iter, tol, source_dual, target_dual,
-            overrelaxation, check_every, anneal_stages, newton_steps,
+            overrelaxation, check_every, anneal_stages, newton_steps, relaxation,
         )
         source_dual, target_dual = solved.source_dual, solved.target_dual
+        if solved.column_target is not None:
+            column_target = solved.column_target if column_target is None else torch.where(
+                active[:, None], solved.column_target, column_target
+            )
         item_iters = item_iters + torch.where(active, solved.item_iters, 0)
         item_newton = item_newton + torch.where(active, solved.item_newton, 0)
         n_outer += 1
@@ -217,4 +271,4 @@ def _mirror_descent(
             active = active & ~(change < outer_tol)
             if not to_host(active.any()):
                 break
-    return plan, item_iters, item_newton, n_outer
+    return plan, item_iters, item_newton, n_outer, column_target

@@ -32,12 +32,37 @@ Newton steps on the semi-dual (``_newton_polish``), which reach the same optimum
 in 1-30 steps at the papers' settings (epsilon 0.05-0.5, temporal_weight 0.5,
 up to 1500 frames and 40 tokens). An item that still misses its marginals is
 reported once per setting with a :class:`ConvergenceWarning`.
+
+Relaxed marginals (unbalanced and semi-relaxed OT). With a KL weight ``rho``
+per side (``marginal_relaxation``, POT's ``reg_m``) the solver minimises
+
+    <C, P> + eps KL(P | 1 1^T) + rho_a KL(P 1 | a) + rho_b KL(P^T 1 | b)
+
+(POT's ``ot.unbalanced.sinkhorn_unbalanced(..., reg_type="entropy")``), where
+``rho = inf`` is the hard constraint (the balanced problem, solved by the same
+code as before) and ``rho = 0`` leaves that side free. Sinkhorn becomes the
+scaling algorithm of Chizat et al. (2018, Prop. 2 / Alg. 2): the balanced dual
+update is damped by ``phi = rho / (rho + eps)``,
+
+    f_i = phi_a eps (log a_i - LSE_j((g_j - C_ij) / eps)),
+    g_j = phi_b eps (log b_j - LSE_i((f_i - C_ij) / eps)),
+
+in stabilised form ``u = (a / K v)^phi_a exp(-f / (eps + rho_a))`` (POT's
+``sinkhorn_stabilized_unbalanced``). At the fixed point a relaxed side's
+marginal is ``a exp(-f / rho_a)``, not ``a``, so "converged" cannot mean "on
+the marginal". For every side it means instead that one more update leaves the
+plan's marginal in place: the error is the L2 norm of the change one column
+update would make to the column sums (rows end on an exact update), which for
+a hard side is exactly the balanced solver's ``||P^T 1 - b||``. The update is
+a contraction of rate ``max(phi)`` (Chizat et al., 2018), so relaxed problems
+converge at least linearly; the Newton polish, which solves the balanced
+semi-dual, is used only when both sides are hard.
 """
 
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -83,6 +108,35 @@ _NEWTON_TRUST = 10.0
 _NEWTON_STEP_LENGTHS = (0.01, 0.1, 0.25, 0.5, 1.0)
 
 
+# KL weights ``(rho_a, rho_b)`` of the source and target marginal constraints.
+HARD = (math.inf, math.inf)
+Relaxation = Union[float, Tuple[float, float]]
+
+
+def relaxation_pair(marginal_relaxation: Relaxation) -> Tuple[float, float]:
+    """``marginal_relaxation`` as ``(rho_a, rho_b)``: one number for both sides,
+    or a (source, target) pair, each in ``[0, inf]`` (POT's ``reg_m``)."""
+    if isinstance(marginal_relaxation, (int, float)):
+        pair = (marginal_relaxation, marginal_relaxation)
+    else:
+        pair = tuple(marginal_relaxation)
+    if len(pair) != 2 or not all(
+        isinstance(rho, (int, float)) and not isinstance(rho, bool) and rho >= 0
+        for rho in pair
+    ):
+        raise ValueError(
+            "marginal_relaxation must be a number or a (source, target) pair of numbers "
+            "in [0, inf] (inf: hard constraint, 0: free marginal), got "
+            f"{marginal_relaxation!r}"
+        )
+    return float(pair[0]), float(pair[1])
+
+
+def damping(rho: float, epsilon: float) -> float:
+    """``phi = rho / (rho + eps)`` of Chizat et al. (2018); 1 for a hard side."""
+    return 1.0 if rho == math.inf else rho / (rho + epsilon)
+
+
 class ConvergenceWarning(UserWarning):
     """An OT solve ended at its iteration cap far from its marginals."""
 
@@ -99,7 +153,9 @@ class TransportResult:
         value: ``(B,)`` transport objective *without* the entropy term.
         n_iter: Sinkhorn iterations run (the most of any item, annealing
             included; over all outer steps for FGW).
-        marginal_error: ``(B,)`` L2 norm of ``plan^T 1 - b`` (rows are exact).
+        marginal_error: ``(B,)`` L2 norm of ``plan^T 1 - b`` (rows are exact);
+            with a relaxed token (column) side, of ``plan^T 1`` minus the
+            column sums one more update would give (0 at the fixed point).
         n_outer: mirror-descent steps run (0 for plain Sinkhorn).
         unconverged: items whose (finite) marginal error stayed above
             ``max(tol, 1e-3 ||b||)`` (0 for a converged solve).
@@ -244,14 +300,20 @@ def finish_result(
     setting: Dict[str, object],
     n_outer: int = 0,
     item_newton: Optional[torch.Tensor] = None,
+    column_target: Optional[torch.Tensor] = None,
 ) -> TransportResult:
     """The result in the caller's dtype, and the one host read at a solve's end.
 
     Reads the iteration count and the convergence summary together; warns once
     per process and setting when an item ended far from its marginals.
+    ``column_target``: the column sums the fixed point asks for (a relaxed
+    target side, see the module docstring); ``None``: the hard marginal ``b``.
     """
     marginals = problem.marginals
-    error = marginals.column_error(plan.detach())
+    if column_target is None:
+        error = marginals.column_error(plan.detach())
+    else:
+        error = torch.linalg.vector_norm(plan.detach().sum(1) - column_target.detach(), dim=1)
     norm_b = torch.linalg.vector_norm(marginals.target_mass, dim=1)
     threshold = torch.clamp(UNCONVERGED_RELATIVE_ERROR * norm_b, min=tol)
     # A non-finite error comes from non-finite inputs let through with
@@ -311,9 +373,14 @@ def warn_unconverged(
         return
     _WARNED_SETTINGS.add(key)
     named = ", ".join(f"{name}={value}" for name, value in setting.items())
+    missed = (
+        "are short of their fixed point (the token marginal still moves)"
+        if "marginal_relaxation" in setting
+        else "still miss their token marginal"
+    )
     warnings.warn(
-        f"optimal transport did not converge: {count} of {batch} items still miss "
-        f"their token marginal after {iterations} Sinkhorn iterations (worst: "
+        f"optimal transport did not converge: {count} of {batch} items {missed} "
+        f"after {iterations} Sinkhorn iterations (worst: "
         f"L2 error {worst_error:.3g} on {frames} frames x {tokens} tokens; cost "
         f"range {cost_range:.3g}) with {named}. Their couplings are not transport "
         f"plans. Raise the iteration budget (inner_iter / max_iter) or epsilon, or "
@@ -332,7 +399,10 @@ def check_solver_options(
     overrelaxation: float = 1.0,
     check_every: int = DEFAULT_CHECK_EVERY,
     newton_steps: int = 0,
-):
+    marginal_relaxation: Relaxation = math.inf,
+) -> Tuple[float, float]:
+    """Checks the options shared by both solvers; returns ``(rho_a, rho_b)``."""
+    relaxation = relaxation_pair(marginal_relaxation)
     if not (isinstance(epsilon, (int, float)) and 0 < epsilon < math.inf):
         raise ValueError(f"epsilon must be > 0 and finite, got {epsilon}")
     if max_iter < 1:
@@ -347,6 +417,7 @@ def check_solver_options(
         raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
     if not (isinstance(newton_steps, int) and newton_steps >= 0):
         raise ValueError(f"newton_steps must be an integer >= 0, got {newton_steps!r}")
+    return relaxation
 
 
 def _masked_logsumexp(
@@ -372,21 +443,50 @@ def _log_domain_update(
     source_dual: torch.Tensor,
     target_dual: torch.Tensor,
     epsilon: float,
+    relaxation: Tuple[float, float] = HARD,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One exact Sinkhorn iteration on the duals (columns, then rows)."""
+    """One exact Sinkhorn iteration on the duals (columns, then rows), damped by
+    ``phi = rho / (rho + eps)`` on a relaxed side (Chizat et al., 2018)."""
+    target_dual = _log_domain_target_update(
+        cost, marginals, mask, source_dual, epsilon, relaxation[1]
+    )
+    source_dual = _log_domain_source_update(
+        cost, marginals, mask, target_dual, epsilon, relaxation[0]
+    )
+    return source_dual, target_dual
+
+
+def _log_domain_target_update(cost, marginals, mask, source_dual, epsilon, rho):
+    """``g_j = phi_b eps (log b_j - LSE_i((f_i - C_ij) / eps))``."""
     log_b = torch.log(torch.where(marginals.target_mask, marginals.target_mass, 1.0))
-    log_a = torch.log(torch.where(marginals.source_mask, marginals.source_mass, 1.0))
     target_dual = epsilon * (
         log_b
         - _masked_logsumexp((source_dual[:, :, None] - cost) / epsilon, mask, dim=1)
     )
-    target_dual = torch.where(marginals.target_mask, target_dual, 0.0)
+    if rho != math.inf:
+        target_dual = damping(rho, epsilon) * target_dual
+    return torch.where(marginals.target_mask, target_dual, 0.0)
+
+
+def _log_domain_source_update(cost, marginals, mask, target_dual, epsilon, rho):
+    """``f_i = phi_a eps (log a_i - LSE_j((g_j - C_ij) / eps))``."""
+    log_a = torch.log(torch.where(marginals.source_mask, marginals.source_mass, 1.0))
     source_dual = epsilon * (
         log_a
         - _masked_logsumexp((target_dual[:, None, :] - cost) / epsilon, mask, dim=2)
     )
-    source_dual = torch.where(marginals.source_mask, source_dual, 0.0)
-    return source_dual, target_dual
+    if rho != math.inf:
+        source_dual = damping(rho, epsilon) * source_dual
+    return torch.where(marginals.source_mask, source_dual, 0.0)
+
+
+def _relaxed_column_target(cost, marginals, mask, source_dual, epsilon, rho):
+    """Column sums after one more column update from ``source_dual``:
+    ``b^phi exp((1 - phi) LSE_i((f_i - C_ij) / eps))`` (``b`` for a hard side)."""
+    phi = damping(rho, epsilon)
+    lse = _masked_logsumexp((source_dual[:, :, None] - cost) / epsilon, mask, dim=1)
+    log_b = torch.log(torch.where(marginals.target_mask, marginals.target_mass, 1.0))
+    return torch.where(marginals.target_mask, torch.exp(phi * log_b + (1.0 - phi) * lse), 0.0)
 
 
 @dataclass
@@ -400,6 +500,8 @@ class ScalingSolve:
     item_iters: torch.Tensor  # (B,) iterations each item ran (device, no host read)
     steps: int  # iterations the batch ran (host)
     item_newton: torch.Tensor  # (B,) Newton steps each item took
+    # (B, m) column sums the fixed point asks for; None: the hard marginal b
+    column_target: Optional[torch.Tensor] = None
 
 
 def solve_scaling(
@@ -414,6 +516,7 @@ def solve_scaling(
     check_every: int = DEFAULT_CHECK_EVERY,
     anneal_stages: int = 0,
     newton_steps: int = 0,
+    relaxation: Tuple[float, float] = HARD,
 ) -> ScalingSolve:
     """Stabilised Sinkhorn on a zero-padded cost; the engine of both solvers.
 
@@ -434,8 +537,12 @@ def solve_scaling(
             them (at most this many), the last ones, so its path does not depend
             on the other items of the batch. Ignored on a warm start.
         newton_steps: at most this many Newton steps (:func:`_newton_polish`)
-            for the items still unconverged after ``max_iter`` iterations.
+            for the items still unconverged after ``max_iter`` iterations
+            (balanced problems only).
+        relaxation: ``(rho_a, rho_b)`` KL weights of the marginals (``inf``:
+            hard); see the module docstring for the update and the error.
     """
+    rho_a, rho_b = relaxation
     mask = marginals.pair_mask
     a, b = marginals.source_mass, marginals.target_mass
     source_mask, target_mask = marginals.source_mask, marginals.target_mask
@@ -450,7 +557,8 @@ def solve_scaling(
 
     if anneal_stages > 0 and not warm:
         source_dual, target_dual, used = _anneal(
-            cost, marginals, mask, source_dual, target_dual, epsilon, anneal_stages
+            cost, marginals, mask, source_dual, target_dual, epsilon, anneal_stages,
+            relaxation,
         )
         item_iters += used
         steps += anneal_stages
@@ -458,7 +566,7 @@ def solve_scaling(
     def rebuild(f, g, active):
         # Frozen items keep their duals: the kernel then represents their plan
         # exactly and the scalings restart at one, so they stay where they were.
-        f_next, g_next = _log_domain_update(cost, marginals, mask, f, g, epsilon)
+        f_next, g_next = _log_domain_update(cost, marginals, mask, f, g, epsilon, relaxation)
         f = torch.where(active[:, None], f_next, f)
         g = torch.where(active[:, None], g_next, g)
         exponent = (f[:, :, None] + g[:, None, :] - cost) / epsilon
@@ -481,11 +589,19 @@ def solve_scaling(
     low = 1.0 / high
     while steps < max_iter:
         kv = torch.bmm(kernel, v[:, :, None]).squeeze(2)
-        u_raw = _relax(u, _bounded_ratio(a, kv, source_mask), overrelaxation)
+        u_raw = _relax(
+            u, _scaling_update(a, kv, source_mask, source_dual, epsilon, rho_a), overrelaxation
+        )
         u_next = u_raw.clamp(low, high)
         ktu = torch.bmm(kernel.transpose(1, 2), u_next[:, :, None]).squeeze(2)
-        error = torch.linalg.vector_norm(v * ktu - b, dim=1)
-        v_raw = _relax(v, _bounded_ratio(b, ktu, target_mask), overrelaxation)
+        if rho_b == math.inf:
+            error = torch.linalg.vector_norm(v * ktu - b, dim=1)
+            v_update = _bounded_ratio(b, ktu, target_mask)
+        else:
+            # the change of the column sums that this column update makes
+            v_update = _scaling_update(b, ktu, target_mask, target_dual, epsilon, rho_b)
+            error = torch.linalg.vector_norm((v - v_update) * ktu, dim=1)
+        v_raw = _relax(v, v_update, overrelaxation)
         v_next = v_raw.clamp(low, high)
         was_active = active
         # Converged items are frozen, so an item's result does not depend on the
@@ -516,6 +632,24 @@ def solve_scaling(
                 needs_rebuild = torch.zeros_like(active)
                 item_iters += active
                 steps += 1
+    if relaxation != HARD:
+        # End on an exact log-domain row update (rows at their fixed point).
+        source_dual, target_dual = _absorb(source_dual, target_dual, u, v, marginals, epsilon)
+        source_dual = _log_domain_source_update(
+            cost, marginals, mask, target_dual, epsilon, rho_a
+        )
+        exponent = (source_dual[:, :, None] + target_dual[:, None, :] - cost) / epsilon
+        plan = torch.exp(torch.where(mask, exponent, float("-inf")))
+        column_target = None
+        if rho_b != math.inf:
+            with torch.no_grad():
+                column_target = _relaxed_column_target(
+                    cost, marginals, mask, source_dual, epsilon, rho_b
+                )
+        return ScalingSolve(
+            plan, source_dual, target_dual, item_iters, steps,
+            torch.zeros_like(item_iters), column_target,
+        )
     # End on a row update, so that rows are exact whichever way the loop stopped.
     kv = torch.bmm(kernel, v[:, :, None]).squeeze(2)
     u = a / torch.where(source_mask, kv, 1.0)
@@ -534,7 +668,8 @@ def solve_scaling(
     return ScalingSolve(plan, source_dual, target_dual, item_iters, steps, newton)
 
 
-def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages):
+def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages,
+            relaxation=HARD):
     """Exact log-domain iterations at ``epsilon * 2^k``, ``k = stages .. 1``.
 
     Item ``b`` takes part in the last ``K_b = ceil(log2(range_b / epsilon))`` of
@@ -547,7 +682,8 @@ def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages):
     for k in range(stages):
         taking_part = (stages - k <= item_stages)[:, None]
         f_next, g_next = _log_domain_update(
-            cost, marginals, mask, source_dual, target_dual, epsilon * 2.0 ** (stages - k)
+            cost, marginals, mask, source_dual, target_dual, epsilon * 2.0 ** (stages - k),
+            relaxation,
         )
         source_dual = torch.where(taking_part, f_next, source_dual)
         target_dual = torch.where(taking_part, g_next, target_dual)
@@ -655,6 +791,30 @@ def _bounded_ratio(mass: torch.Tensor, product: torch.Tensor, valid: torch.Tenso
     return torch.where(too_small, 2.0 * bound, ratio)
 
 
+def _scaling_update(
+    mass: torch.Tensor,
+    product: torch.Tensor,
+    valid: torch.Tensor,
+    dual: torch.Tensor,
+    epsilon: float,
+    rho: float,
+) -> torch.Tensor:
+    """A side's scaling update, zero on padding: ``mass / product`` for a hard
+    side, ``(mass / product)^phi exp(-dual / (eps + rho))`` for a relaxed one
+    (Chizat et al., 2018; POT's ``sinkhorn_stabilized_unbalanced``), ``dual``
+    being the side's dual already folded into the kernel."""
+    ratio = _bounded_ratio(mass, product, valid)
+    if rho == math.inf:
+        return ratio
+    # (an underflowed product gives log_ratio = inf: bounded, so 0 * it is 0)
+    log_ratio = torch.log(torch.where(valid, ratio, 1.0)).clamp(max=4 * _LOG_SCALING_BOUND)
+    log_update = damping(rho, epsilon) * log_ratio - dual / (epsilon + rho)
+    # Past twice the scaling bound the caller clamps anyway; clamping the
+    # exponent first keeps exp finite (no inf * 0 in the backward pass).
+    log_update = log_update.clamp(-2 * _LOG_SCALING_BOUND, 2 * _LOG_SCALING_BOUND)
+    return torch.where(valid, torch.exp(log_update), 0.0)
+
+
 def _relax(previous: torch.Tensor, update: torch.Tensor, omega: float) -> torch.Tensor:
     """``previous^(1 - omega) * update^omega``; the same fixed point, fewer steps on
     stiff problems such as the temporal prior's."""
@@ -694,6 +854,7 @@ def sinkhorn(
     check_every: int = DEFAULT_CHECK_EVERY,
     epsilon_scaling: bool = True,
     newton_steps: int = DEFAULT_NEWTON_STEPS,
+    marginal_relaxation: Relaxation = math.inf,
     check_finite: bool = True,
     setting: Optional[Dict[str, object]] = None,
 ) -> TransportResult:
@@ -704,6 +865,12 @@ def sinkhorn(
     ``a_b``, ``b_b`` uniform over the first ``source_lengths[b]`` rows and
     ``target_lengths[b]`` columns. Padded cells may hold anything, ``nan`` and
     ``inf`` included: they are never read.
+
+    With ``marginal_relaxation`` finite on a side, that side's constraint
+    becomes the penalty ``rho KL(marginal | uniform mass)`` (unbalanced OT,
+    POT's ``ot.unbalanced.sinkhorn_unbalanced(a, b, C, epsilon, reg_m,
+    reg_type="entropy")``); ``(rho, inf)`` is the semi-relaxed problem with
+    hard token (column) masses, ``(0, inf)`` leaves the frames free.
 
     Args:
         cost: ``(B, n, m)`` costs; any floating dtype (solved in float32, or in
@@ -727,20 +894,26 @@ def sinkhorn(
             none); same solution, see ``_newton_polish``. Not used with
             ``tol=0`` (a fixed iteration count) nor with ``gradient="unrolled"``,
             which differentiates the Sinkhorn iterations only.
+        marginal_relaxation: KL weight ``rho`` of the marginal constraints
+            (POT's ``reg_m``): one number for both sides or a ``(source,
+            target)`` pair, each in ``[0, inf]``; ``inf`` (the default) is the
+            hard constraint and runs the balanced solver unchanged.
         check_finite: refuse nan/inf in valid cells with a ``ValueError`` naming
             the item. ``False`` lets them through to a nan result (what an AMP
             grad scaler needs to skip a step).
         setting: extra entries named in the non-convergence warning.
 
     Returns:
-        :class:`TransportResult` with ``value = <C, P>``. Warns
+        :class:`TransportResult` with ``value = <C, P>`` (the marginal
+        penalties are not included). Warns
         (:class:`ConvergenceWarning`, once per setting) when an item ends far
         from its marginals.
     """
     if cost.dim() != 3:
         raise ValueError(f"cost must be (batch, n, m), got shape {tuple(cost.shape)}")
-    check_solver_options(
-        epsilon, max_iter, tol, gradient, overrelaxation, check_every, newton_steps
+    relaxation = check_solver_options(
+        epsilon, max_iter, tol, gradient, overrelaxation, check_every, newton_steps,
+        marginal_relaxation,
     )
     with torch.autocast(device_type=cost.device.type, enabled=False):
         problem = prepare_problem(cost, source_lengths, target_lengths, check_finite)
@@ -757,11 +930,14 @@ def sinkhorn(
                 check_every=check_every,
                 anneal_stages=stages,
                 newton_steps=newton_steps if gradient == "envelope" else 0,
+                relaxation=relaxation,
             )
         value = (work_cost * solved.plan).sum((1, 2))
         described = dict(epsilon=epsilon, gw_weight=0.0, **(setting or {}))
         described.update(max_iter=max_iter, tol=tol, overrelaxation=overrelaxation)
+        if relaxation != HARD:
+            described.update(marginal_relaxation=relaxation)
         return finish_result(
             problem, solved.plan, value, solved.item_iters, cost.dtype, tol, described,
-            item_newton=solved.item_newton,
+            item_newton=solved.item_newton, column_target=solved.column_target,
         )

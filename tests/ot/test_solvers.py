@@ -1,7 +1,5 @@
 """The batched solvers against POT, on padding, numerics, dtypes and gradients."""
 
-import warnings
-
 import numpy as np
 import ot
 import pytest
@@ -95,12 +93,8 @@ def test_small_epsilon_stays_finite_where_exp_domain_underflows(dtype):
     # Costs in [1, 2]: exp(-C / 1e-3) is exactly 0 in every cell, even in float64.
     cost = 1.0 + torch.rand(1, 40, 12, generator=gen, dtype=torch.float64)
     a, b = uniform(40), uniform(12)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exp_domain = ot.sinkhorn(a, b, cost[0], 1e-3, method="sinkhorn", numItermax=2000)
-    # POT's exp-domain solver gives no plan here (nan, or all zeros).
-    pot_ok = torch.isfinite(exp_domain).all() and (exp_domain.sum(0) - b).abs().max() < 1e-3
-    assert not pot_ok
+    # the problem is in the regime meant: the exp-domain kernel is all zeros
+    assert not torch.exp(-cost / 1e-3).any()
     ours = sinkhorn(cost.to(dtype), epsilon=1e-3, max_iter=10000, tol=1e-7)
     assert torch.isfinite(ours.plan).all() and torch.isfinite(ours.value).all()
     assert ours.plan.dtype == dtype
