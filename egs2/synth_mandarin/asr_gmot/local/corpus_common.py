@@ -15,7 +15,7 @@ import re
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 # CJK Unified Ideographs (basic block) plus Extension A.  Everything the
 # corpus speaks and the teacher PLM learns is restricted to these characters.
@@ -140,27 +140,3 @@ def read_manifest(path: Path) -> list[ManifestRow]:
                 )
             )
     return rows
-
-
-def split_texts(rows: Sequence[ManifestRow], splits: Sequence[str]) -> set[str]:
-    """The distinct transcripts (hanzi only) of the utterances in ``splits``."""
-    wanted = set(splits)
-    return {row.text for row in rows if row.split in wanted}
-
-
-def read_kaldi_text(path: Path) -> dict[str, str]:
-    """Read a Kaldi ``text`` file (``<utt> <transcript>``) into a dict.
-
-    Spaces inside the transcript are kept as they are.
-    """
-    entries: dict[str, str] = {}
-    with Path(path).open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            utt, _, transcript = line.partition(" ")
-            if utt in entries:
-                raise ValueError(f"{path}:{line_number}: duplicate utterance id {utt}")
-            entries[utt] = transcript
-    return entries

@@ -23,6 +23,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
+from espnet_gmot.kaldi_data import read_text  # noqa: E402
+
 CJK_FONTS = ("WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Droid Sans Fallback")
 TITLES = {"otbert": "OT-BERT", "totcakt": "TOT-CAKT", "gmot": "GM-OT"}
 
@@ -90,10 +92,7 @@ def main():
     if not systems:
         logging.info("no transfer system among %s: nothing to plot", args.systems)
         return
-    texts = dict(
-        line.rstrip("\n").split(" ", 1)
-        for line in (args.data / "text").read_text(encoding="utf-8").splitlines()
-    )
+    texts = read_text(args.data / "text")
     feats = kaldiio.load_scp(str(args.feats / "feats.scp"))
     utts = sorted(texts)[: args.num_utts]
     models = {s: load_model(args.exp / f"asr_{s}") for s in systems}

@@ -24,14 +24,15 @@ that list (``oov_report.json`` beside the token list).
 from __future__ import annotations
 
 import argparse
-import collections
 import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from espnet_gmot.kaldi_data import read_text, utt2spk_to_spk2utt, write_kaldi_map
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus_common import SPLITS, atomic_write_json, atomic_write_text  # noqa: E402
+from corpus_common import SPLITS, atomic_write_json  # noqa: E402
 
 TRANSCRIPT_RELPATH = Path("transcript") / "aishell_transcript_v0.8.txt"
 
@@ -51,15 +52,11 @@ def resolve_corpus_root(path: Path) -> Path:
 def read_transcripts(path: Path) -> dict[str, str]:
     """``utt -> text`` with the word-separating spaces removed (as aishell data.sh does)."""
     transcripts: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 2:
-                print(f"warning: {path}:{line_number}: no transcript for {fields[0]}; skipped")
-                continue
-            transcripts[fields[0]] = "".join(fields[1:])
+    for utt, words in read_text(path).items():
+        if not words:
+            print(f"warning: {path}: no transcript for {utt}; skipped")
+            continue
+        transcripts[utt] = "".join(words.split())
     return transcripts
 
 
@@ -95,16 +92,12 @@ def write_data_dir(out_dir: Path, entries: Sequence[tuple[str, str, str, str]]) 
             f"{out_dir}: utterance ids do not sort in speaker order; Kaldi needs the "
             "speaker id as a prefix of the utterance id (or a constant prefix before it)"
         )
-    atomic_write_text(out_dir / "wav.scp", "".join(f"{u} {w}\n" for u, _, w, _ in entries))
-    atomic_write_text(out_dir / "text", "".join(f"{u} {t}\n" for u, _, _, t in entries))
-    atomic_write_text(out_dir / "utt2spk", "".join(f"{u} {s}\n" for u, s, _, _ in entries))
-    speakers: dict[str, list[str]] = collections.defaultdict(list)
-    for utt, speaker, _, _ in entries:
-        speakers[speaker].append(utt)
-    atomic_write_text(
-        out_dir / "spk2utt",
-        "".join(f"{s} {' '.join(utts)}\n" for s, utts in sorted(speakers.items())),
-    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_kaldi_map(out_dir / "wav.scp", [(u, w) for u, _, w, _ in entries])
+    write_kaldi_map(out_dir / "text", [(u, t) for u, _, _, t in entries])
+    utt2spk = {u: s for u, s, _, _ in entries}
+    write_kaldi_map(out_dir / "utt2spk", utt2spk)
+    write_kaldi_map(out_dir / "spk2utt", utt2spk_to_spk2utt(utt2spk))
 
 
 def make_token_list(train_text: Path, token_list: Path) -> list[str]:
