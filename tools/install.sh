@@ -3,7 +3,9 @@
 #   - Debian packages: espeak-ng and sox (speech), sctk (sclite), a CJK font
 #     (heat-map labels), shellcheck (recipe lint); only when missing, as root;
 #   - a Python virtual environment with ESPnet and this package (editable), using
-#     the tested combination in tools/constraints.txt.
+#     the tested combination in tools/constraints.txt;
+#   - sclite on the environment's PATH: a link in its bin/ (Debian's sctk puts
+#     sclite off PATH), so recipes and tests find it with `command -v sclite`.
 # The environment lives in $ESPNET_GMOT_VENV (default: <repo>/.venv).
 # Usage: tools/install.sh   (then: source "$ESPNET_GMOT_VENV/bin/activate")
 set -euo pipefail
@@ -30,8 +32,11 @@ if [ -n "${missing}" ]; then
     fi
 fi
 
+# Exactly 3.11: tools/constraints.txt is the set tested on 3.11. Its torchaudio,
+# scipy and numpy need >= 3.11 (setup.py's python_requires), and espnet 202511
+# needs <= 3.11.
 if ! "${python}" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-    echo "install.sh: ${python} is not Python 3.11 (espnet 202511 needs <= 3.11;" \
+    echo "install.sh: ${python} is not Python 3.11 (the tested set in tools/constraints.txt;" \
          "set PYTHON=/path/to/python3.11)" >&2
     exit 1
 fi
@@ -45,3 +50,12 @@ echo "install.sh: installing ESPnet and espnet-gmot into ${venv} (a few minutes 
 "${venv}/bin/python" -m pip install -q -c "${repo}/tools/constraints.txt" \
     torch torchaudio -e "${repo}[test,demo]"
 "${venv}/bin/python" -m pip check
+# Ask dpkg where sctk put sclite rather than hard-coding its directory.
+if [ ! -e "${venv}/bin/sclite" ]; then
+    sclite=$(command -v sclite || dpkg-query -L sctk 2>/dev/null | grep -m 1 '/bin/sclite$' || true)
+    if [ -z "${sclite}" ]; then
+        echo "install.sh: sclite not found although sctk is installed" >&2
+        exit 1
+    fi
+    ln -sf "${sclite}" "${venv}/bin/sclite"
+fi

@@ -9,19 +9,25 @@ from pathlib import Path
 
 import pytest
 
+from espnet_gmot.kaldi_data import read_kaldi_map, read_text
+
 RECIPE = Path(__file__).parents[2] / "egs2" / "synth_mandarin" / "asr_gmot"
 SYSTEMS = ("baseline", "otbert", "totcakt", "gmot")
+NAMES = {"baseline": "Conformer-CTC (stock ESPnet)", "otbert": "OT-BERT", "totcakt": "TOT-CAKT",
+         "gmot": "GM-OT"}
+SETS = ("dev", "test")
+# The environment's bin/ first: tools/install.sh links sclite there.
+PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None
-    or not (shutil.which("sclite") or Path("/usr/lib/sctk/bin/sclite").exists()),
+# The whole demo, reduced: end-to-end, so slow.
+demo_test = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sclite", path=PATH) is None,
     reason="needs espeak-ng and sclite (tools/install.sh installs them)",
 )
 
 
 def run_demo(recipe: Path, *options: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               OMP_NUM_THREADS="1")
+    env = dict(os.environ, PATH=PATH, OMP_NUM_THREADS="1")
     return subprocess.run(
         ["bash", str(recipe / "run.sh"), "--corpus_opts", "--tiny", "--plm_minutes", "1",
          "--plm_opts", "--max_steps 30", "--max_epoch", "1", "--plot_utts", "2", *options],
@@ -39,19 +45,42 @@ def demo(tmp_path_factory):
     return recipe, done
 
 
-def test_results_table_has_every_system_and_set(demo):
+def sclite_summary(result: Path):
+    """``(#Snt, #Wrd, Err %)`` of sclite's Sum/Avg line and ``{speaker: #utts}``."""
+    text = result.read_text(errors="replace")
+    summary = re.search(r"\| Sum/Avg\s*\|\s*(\d+)\s+(\d+)\s*\|(?:\s*[0-9.]+){4}\s+([0-9.]+)", text)
+    assert summary, f"{result}: no Sum/Avg line"
+    speakers = re.findall(r"Speaker sentences\s+\d+:\s+(\S+)\s+#utts: (\d+)", text)
+    return (int(summary[1]), int(summary[2]), float(summary[3])), {s: int(n) for s, n in speakers}
+
+
+@pytest.mark.slow
+@demo_test
+def test_results_table_matches_sclite_on_every_system_and_set(demo):
     recipe, _ = demo
     results = (recipe / "RESULTS.md").read_text(encoding="utf-8")
-    for name in ("Conformer-CTC (stock ESPnet)", "OT-BERT", "TOT-CAKT", "GM-OT"):
-        row = next(line for line in results.splitlines() if line.startswith(f"| {name} |"))
-        dev, test = re.findall(r"\| ([0-9.]+) \|", row)[:2]
-        assert 0.0 <= float(dev) and 0.0 <= float(test)
     for system in SYSTEMS:
-        for split in ("dev", "test"):
-            sclite = recipe / "exp" / f"asr_{system}" / f"decode_{split}" / "score_cer" / "result.txt"
-            assert "Sum/Avg" in sclite.read_text(errors="replace")
+        row = next(line for line in results.splitlines() if line.startswith(f"| {NAMES[system]} |"))
+        table_cers = [float(cer) for cer in re.findall(r"\| ([0-9.]+) \|", row)[: len(SETS)]]
+        for set_name, table_cer in zip(SETS, table_cers):
+            data = recipe / "data" / set_name
+            (sentences, characters, cer), speakers = sclite_summary(
+                recipe / "exp" / f"asr_{system}" / f"decode_{set_name}" / "score_cer" / "result.txt"
+            )
+            # The whole set scored on characters, and the table shows that score.
+            texts = read_text(data / "text")
+            assert sentences == len(texts)
+            assert characters == sum(len(t.replace(" ", "")) for t in texts.values())
+            assert table_cer == round(cer, 1)
+            # sclite's speakers are utt2spk's (lower-cased by sclite), not cut
+            # from utterance ids (BAC009S0001W0001 -> S0001, never BAC009S000).
+            utt2spk = list(read_kaldi_map(data / "utt2spk").values())
+            expected = {spk.lower(): utt2spk.count(spk) for spk in set(utt2spk)}
+            assert speakers == expected, f"{system} {set_name}"
 
 
+@pytest.mark.slow
+@demo_test
 def test_coupling_pictures_render(demo):
     import matplotlib.image
 
@@ -66,6 +95,8 @@ def test_coupling_pictures_render(demo):
                for p in pictures)
 
 
+@pytest.mark.slow
+@demo_test
 def test_rerun_reuses_finished_work(demo):
     recipe, _ = demo
     models = {s: (recipe / "exp" / f"asr_{s}" / "valid.cer_ctc.ave.pth").stat().st_mtime_ns
