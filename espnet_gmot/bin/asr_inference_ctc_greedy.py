@@ -52,6 +52,7 @@ from espnet2.text.token_id_converter import TokenIDConverter  # noqa: E402
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed  # noqa: E402
 from espnet2.utils import config_argparse  # noqa: E402
 from espnet2.utils.types import str2bool, str2triple_str, str_or_none  # noqa: E402
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask, pad_list  # noqa: E402
 from espnet.nets.pytorch_backend.transformer.subsampling import (  # noqa: E402
     TooShortUttError,
 )
@@ -62,15 +63,223 @@ BLANK_ID = 0  # ESPnet's CTC blank is the first token
 # Batches read ahead and sorted by length before they are decoded.
 READ_AHEAD_BATCHES = 16
 
+# Utterances per batch by default (bench/bench_decode.py: on CPU, batches of
+# 16-32 length-sorted utterances decode several times faster than one at a time).
+DEFAULT_BATCH_SIZE = 32
+
+# Encoders whose layers mix frames only through masked self-attention and
+# convolutions along time (which the hooks below make exact); their input
+# layers (Conv2dSubsampling*, Conv1dSubsampling*, linear) read no frame past an
+# output frame's receptive field, so a valid output frame sees valid input only.
+PADDING_INVARIANT_ENCODERS = (
+    "ConformerEncoder",
+    "TransformerEncoder",
+    "BranchformerEncoder",
+    "EBranchformerEncoder",
+)
+PADDING_INVARIANT_NORMALIZERS = ("GlobalMVN", "UtteranceMVN")
+
+
+class PerUtteranceFrontend(torch.nn.Module):
+    """A frontend run on each utterance's own samples, its features then padded.
+
+    A batched STFT sees the zeros after a short utterance where the utterance
+    alone sees its reflected end (``center=True``), so the last frames' features
+    differ; per utterance they are those of one-utterance decoding. The
+    frontend is a small part of the decoding time.
+    """
+
+    def __init__(self, frontend: torch.nn.Module):
+        super().__init__()
+        self.frontend = frontend
+
+    def output_size(self) -> int:
+        return self.frontend.output_size()
+
+    def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
+        if speech.size(0) == 1:
+            return self.frontend(speech, speech_lengths)
+        feats, feats_lengths = [], []
+        for one, length in zip(speech, speech_lengths):
+            feat, feat_length = self.frontend(one[None, : int(length)], length[None])
+            feats.append(feat[0, : int(feat_length[0])])
+            feats_lengths.append(feat_length)
+        return pad_list(feats, 0.0), torch.cat(feats_lengths)
+
+
+class BatchInvariance:
+    """Makes ``model.encode`` of a padded batch give every utterance exactly its
+    one-utterance encoder output (to float rounding), or says why it cannot.
+
+    Padding leaks into an utterance's frames in two places in ESPnet's
+    Conformer, Transformer, Branchformer and E-Branchformer encoders; attention
+    is masked, positional encodings (relative ones included) depend on the
+    frame index or offset only, the subsampling's valid outputs read valid
+    inputs only, the normalisation is per frame (GlobalMVN) or over the valid
+    frames (UtteranceMVN), and espnet-gmot's adapter and fusion (TOT eq. 22)
+    are per frame:
+
+    * a convolution along time with zero ("same") padding inside an encoder
+      layer (the Conformer's ``depthwise_conv``, the cgMLP's gating ``conv`` of
+      Branchformer and E-Branchformer, E-Branchformer's
+      ``depthwise_conv_fusion``) reads the frames after an utterance's end,
+      which in a batch hold encoder states of padding instead of zeros. A
+      forward pre-hook zeroes the padded frames of its input: the convolution
+      then reads what its own zero padding gives the single utterance;
+    * a waveform frontend (STFT): run per utterance (``PerUtteranceFrontend``).
+
+    The valid frames at the layers' resolution are taken from the mask the
+    encoder's input layer returns. ``reason`` is None when the hooks are in
+    place, else why batches cannot be made exact for this model.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.handles = []
+        self.original_frontend = None
+        self.valid = None  # (batch, frames) at the layers' resolution; None: all valid
+        self.input_lengths = None
+        self.legacy_attentions = []
+        self.reason = self._unsupported(model)
+        if self.reason is None:
+            self._install()
+
+    @staticmethod
+    def _unsupported(model) -> Optional[str]:
+        encoder = getattr(model, "encoder", None)
+        name = type(encoder).__name__
+        if name not in PADDING_INVARIANT_ENCODERS:
+            return f"encoder {name} is not one of {', '.join(PADDING_INVARIANT_ENCODERS)}"
+        for part in ("preencoder", "postencoder"):
+            if getattr(model, part, None) is not None:
+                return f"the model has a {part} ({type(getattr(model, part)).__name__})"
+        normalize = getattr(model, "normalize", None)
+        if normalize is not None and type(normalize).__name__ not in PADDING_INVARIANT_NORMALIZERS:
+            return f"normalize {type(normalize).__name__} is not per frame or per utterance"
+        embed = getattr(encoder, "embed", None)
+        for module_name, module in encoder.named_modules():
+            in_embed = embed is not None and any(module is m for m in embed.modules())
+            if isinstance(module, torch.nn.Conv2d) and not in_embed:
+                return f"encoder.{module_name} is a 2-D convolution inside the layers"
+            if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)):
+                padded = module.padding == "same" or any(p > 0 for p in module.padding)
+                if padded and in_embed:
+                    return f"encoder.{module_name} pads the input layer's convolution"
+                if padded and module.padding_mode != "zeros":
+                    return f"encoder.{module_name} pads with {module.padding_mode}, not zeros"
+        return None
+
+    def _install(self):
+        encoder = self.model.encoder
+        self.handles.append(encoder.register_forward_pre_hook(self._encoder_input))
+        if getattr(encoder, "embed", None) is not None:
+            self.handles.append(encoder.embed.register_forward_hook(self._embed_output))
+        embed_modules = set(map(id, encoder.embed.modules())) if encoder.embed is not None else set()
+        for module in encoder.modules():
+            if (
+                isinstance(module, torch.nn.Conv1d)
+                and id(module) not in embed_modules
+                and (module.padding == "same" or any(p > 0 for p in module.padding))
+            ):
+                self.handles.append(module.register_forward_pre_hook(self._zero_padded_frames))
+        for module in encoder.modules():
+            if type(module).__name__ == "LegacyRelPositionMultiHeadedAttention":
+                module.rel_shift = self._per_utterance_rel_shift(module.rel_shift)
+                self.legacy_attentions.append(module)
+        if getattr(self.model, "frontend", None) is not None:
+            self.original_frontend = self.model.frontend
+            self.model.frontend = PerUtteranceFrontend(self.original_frontend)
+
+    def remove(self):
+        """Undo the hooks and the frontend wrapper."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        for module in self.legacy_attentions:
+            del module.rel_shift  # the class's own again
+        self.legacy_attentions = []
+        if self.original_frontend is not None:
+            self.model.frontend = self.original_frontend
+            self.original_frontend = None
+
+    def _set_valid(self, valid: torch.Tensor):
+        self.valid = None if bool(valid.all()) else valid
+
+    def _encoder_input(self, module, args):
+        # Input layers without a mask (input_layer: null) keep the input's frames.
+        feats, lengths = args[0], args[1]
+        self.input_lengths = lengths
+        self._set_valid(~make_pad_mask(lengths, maxlen=feats.size(1)).to(feats.device))
+
+    def subsampled_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames the input layer's convolutions give an utterance of ``lengths``
+        frames on its own (``floor((n + 2p - d(k-1) - 1) / s) + 1`` per
+        convolution along time)."""
+        for conv in self.model.encoder.embed.modules():
+            if isinstance(conv, (torch.nn.Conv1d, torch.nn.Conv2d)):
+                k, s, p, d = conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]
+                lengths = torch.div(lengths + 2 * p - d * (k - 1) - 1, s, rounding_mode="floor") + 1
+        return lengths.clamp_min(0)
+
+    def _embed_output(self, module, args, output):
+        # A subsampling returns (states, mask); a linear input layer returns
+        # states or (states, relative positional embeddings).
+        if not (isinstance(output, tuple) and len(output) == 2
+                and isinstance(output[1], torch.Tensor) and output[1].dtype == torch.bool):
+            return None
+        states, mask = output  # mask: (batch, 1, frames), True on valid frames
+        # ESPnet subsamples the mask by slicing (mask[:, :, :-2:2] per stride-2
+        # convolution), which rounds a short utterance's length up in a batch:
+        # it gets one or two frames more than alone, computed from padding, and
+        # attention lets every frame read them. The mask is rebuilt from the
+        # lengths the convolutions give each utterance alone.
+        lengths = self.subsampled_lengths(self.input_lengths.to(mask.device))
+        valid = torch.arange(mask.size(-1), device=mask.device)[None, :] < lengths[:, None]
+        self._set_valid(valid)
+        return states, valid[:, None, :]
+
+    def _per_utterance_rel_shift(self, rel_shift):
+        """ESPnet's legacy relative attention (``rel_pos_type: legacy``) shifts
+        the (query, key) position scores by the padded length: key ``j`` of
+        query ``i <= j`` gets the positional score of index ``T - 1 - (i - j)``.
+        The scores' top-left ``n x n`` block of an utterance of ``n`` frames
+        is the one it computes alone (position ``k`` reads ``pe[k]`` whatever
+        ``T``); shifted on their own, each block gives its scores alone."""
+
+        def shift(scores: torch.Tensor) -> torch.Tensor:
+            shifted = rel_shift(scores)
+            if self.valid is None:
+                return shifted
+            for b, frames in enumerate(self.valid.sum(1).tolist()):
+                if frames < scores.size(-1):
+                    block = rel_shift(scores[b : b + 1, :, :frames, :frames])
+                    shifted[b, :, :frames, :frames] = block[0]
+            return shifted
+
+        return shift
+
+    def _zero_padded_frames(self, module, args):
+        if self.valid is None:
+            return None
+        x = args[0]  # (batch, channels, frames)
+        if x.size(-1) != self.valid.size(1):
+            raise RuntimeError(
+                f"a convolution sees {x.size(-1)} frames where the encoder's input layer "
+                f"gave {self.valid.size(1)}: batches cannot be made exact for this "
+                "encoder; decode with --batch_size 1"
+            )
+        return (x.masked_fill(~self.valid[:, None, :], 0.0),) + tuple(args[1:])
+
 
 @torch.no_grad()
 def greedy_ctc_search(
-    model, speech: torch.Tensor, speech_lengths: torch.Tensor
-) -> List[Tuple[List[int], float]]:
+    model, speech: torch.Tensor, speech_lengths: torch.Tensor, return_lengths: bool = False
+):
     """Best-path CTC hypotheses of a padded batch.
 
     Returns, per utterance, the token ids (repeats collapsed, blanks dropped)
-    and the best path's log probability.
+    and the best path's log probability; with ``return_lengths`` also the
+    encoder's output lengths.
     """
     encoded, encoded_lengths = model.encode(speech, speech_lengths)
     if isinstance(encoded, tuple):  # intermediate CTC: (final, intermediate outputs)
@@ -90,10 +299,11 @@ def greedy_ctc_search(
     changed[:, 1:] = best_ids[:, 1:] != best_ids[:, :-1]
     keep = (valid & changed & (best_ids != BLANK_ID)).cpu()
     best_ids, path_scores = best_ids.cpu(), path_scores.float().cpu()
-    return [
+    hypotheses = [
         (best_ids[b][keep[b]].tolist(), float(path_scores[b]))
         for b in range(best_ids.size(0))
     ]
+    return (hypotheses, encoded_lengths.cpu()) if return_lengths else hypotheses
 
 
 def _as_list(items):
@@ -141,6 +351,17 @@ class GreedyCTCDecoder:
             self.tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
         self.converter = TokenIDConverter(token_list=model.token_list)
         self.collate = ASRTask.build_collate_fn(train_args, False)
+        self.batch_invariance = BatchInvariance(model)
+        if self.batch_invariance.reason is not None:
+            logging.warning(
+                f"{asr_train_config}: a batch cannot give every utterance its "
+                f"one-utterance encoder output ({self.batch_invariance.reason})"
+            )
+
+    @property
+    def exact_batches(self) -> bool:
+        """Whether a batch decodes every utterance as it decodes alone."""
+        return self.batch_invariance.reason is None
 
     def __call__(self, items: Sequence[Tuple[str, Dict[str, np.ndarray]]]):
         """Decode ``(key, data)`` items; yields ``(key, text, tokens, token_ids, score)``."""
@@ -152,7 +373,8 @@ class GreedyCTCDecoder:
         # a batch counts as one decoding of its total length.
         logging.info(f"speech length: {int(lengths.sum())}")
         try:
-            hypotheses = greedy_ctc_search(self.model, speech, lengths)
+            hypotheses, encoded_lengths = greedy_ctc_search(
+                self.model, speech, lengths, return_lengths=True)
         except TooShortUttError as err:
             # As espnet2.bin.asr_inference does for an utterance the encoder's
             # subsampling cannot take (the batch is length-sorted: all are).
@@ -161,7 +383,13 @@ class GreedyCTCDecoder:
                 yield key, " ", ["<space>"], [2], 0.0
             return
         logging.info(f"best hypo: batch of {len(keys)} decoded")
-        for key, (token_ids, score) in zip(keys, hypotheses):
+        for key, (token_ids, score), frames in zip(keys, hypotheses, encoded_lengths.tolist()):
+            if frames <= 0:
+                # Too short for the subsampling: alone it raises TooShortUttError
+                # (above); in a batch of longer ones it gets no frame.
+                logging.warning(f"Utterance {key} is too short for the encoder's subsampling")
+                yield key, " ", ["<space>"], [2], 0.0
+                continue
             tokens = self.converter.ids2tokens(token_ids)
             text = self.tokenizer.tokens2text(tokens) if self.tokenizer is not None else None
             yield key, text, tokens, token_ids, score
@@ -206,6 +434,14 @@ def inference(args: argparse.Namespace):
         args.asr_train_config, args.asr_model_file, device=device, dtype=args.dtype,
         token_type=args.token_type, bpemodel=args.bpemodel,
     )
+    batch_size = args.batch_size
+    if batch_size > 1 and not decoder.exact_batches and not args.allow_inexact_batches:
+        logging.warning(
+            f"--batch_size {batch_size} would change hypotheses of this model "
+            f"({decoder.batch_invariance.reason}): decoding one utterance at a time; "
+            "--allow_inexact_batches true batches anyway"
+        )
+        batch_size = 1
     loader = ASRTask.build_streaming_iterator(
         args.data_path_and_name_and_type,
         dtype=args.dtype,
@@ -219,13 +455,13 @@ def inference(args: argparse.Namespace):
     )
     with DatadirWriter(args.output_dir) as writer:
         best = writer["1best_recog"]
-        for window in _windows(loader, args.batch_size * READ_AHEAD_BATCHES):
+        for window in _windows(loader, batch_size * READ_AHEAD_BATCHES):
             # Batches of similar length keep the padding small; the results are
             # written in the input order, as espnet2.bin.asr_inference writes them.
             by_length = sorted(window, key=lambda item: -len(item[1]["speech"]))
             results = {}
-            for start in range(0, len(by_length), args.batch_size):
-                for key, *result in decoder(by_length[start : start + args.batch_size]):
+            for start in range(0, len(by_length), batch_size):
+                for key, *result in decoder(by_length[start : start + batch_size]):
                     results[key] = result
             for key, _ in window:
                 text, tokens, token_ids, score = results[key]
@@ -260,9 +496,12 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--asr_model_file", type=str, required=True)
 
     group = parser.add_argument_group("Decoding: greedy CTC needs these values")
-    group.add_argument("--batch_size", type=int, default=1,
-                       help="utterances per batch (length-sorted; > 1 is not "
-                            "padding-invariant, see the module docstring)")
+    group.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                       help="utterances per batch, length-sorted; each decodes as "
+                            "it does alone (see the module docstring)")
+    group.add_argument("--allow_inexact_batches", type=str2bool, default=False,
+                       help="batch a model whose batches cannot be made exact "
+                            "(else it is decoded one utterance at a time)")
     group.add_argument("--beam_size", type=int, default=1)
     group.add_argument("--ctc_weight", type=float, default=1.0)
     group.add_argument("--penalty", type=float, default=0.0)
