@@ -10,10 +10,16 @@ Training: ``H_A = FC2(H_ca)`` (TOT eq. 2), coupling ``g*`` between ``H_A`` and t
 PLM states ``Z_L``, projection ``Z~_L = diag(1/b) g*^T H_A`` (eq. 20), alignment
 loss (eq. 21) and the transport objective. Inference keeps only
 ``H_at = H_ca + s * LN(FC3(LN(H_A)))`` (eq. 22): no PLM, no OT.
+
+``marginals`` chooses the transport: ``balanced`` (the papers': every frame
+sends ``1/l_a``, every token receives ``1/l_t``), ``semi_relaxed`` (tokens hard,
+frames penalised by ``frame_relaxation * KL(g 1 | 1/l_a)``, so silence and noise
+frames may stay unmatched) or ``unbalanced`` (both sides KL-penalised).
 """
 
+import math
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 from typeguard import typechecked
@@ -29,6 +35,8 @@ from espnet_gmot.ot import (
 )
 from espnet_gmot.ot.costs import working_dtype
 from espnet_gmot.ot.sinkhorn import DEFAULT_CHECK_EVERY, DEFAULT_NEWTON_STEPS
+
+MARGINAL_MODES = ("balanced", "semi_relaxed", "unbalanced")
 
 
 @dataclass
@@ -71,6 +79,26 @@ class OTKnowledgeTransfer(torch.nn.Module):
             them the papers' settings (epsilon 0.05-0.5, temporal_weight 0.5)
             converge in the default budget; a coupling that still misses its
             marginals is reported once with a ``ConvergenceWarning``.
+        marginals: ``"balanced"`` (default, the papers' transport),
+            ``"semi_relaxed"`` (token masses hard, frame masses KL-relaxed) or
+            ``"unbalanced"`` (both KL-relaxed).
+        frame_relaxation: ``rho_a >= 0``, weight of ``KL(g 1 | 1/l_a)`` on the
+            frame side; 0 leaves the frames free (each token's mass goes to
+            the frames that fit it best). Required by ``semi_relaxed`` and
+            ``unbalanced``, refused by ``balanced``.
+        token_relaxation: ``rho_t >= 0``, weight of ``KL(g^T 1 | 1/l_t)`` on
+            the token side. Required by ``unbalanced`` only.
+
+    With relaxed marginals the projection stays the coupling-weighted mean of
+    frames, ``Z~_L = diag(1 / g^T 1) g^T H_A`` (eq. 20 with ``b`` replaced by the
+    tokens' received mass), so a frame with little mass contributes little to
+    any token's target and a frame with none contributes nothing. With a hard
+    token side every token receives ``1/l_t`` and eq. 21 is unchanged. With a
+    relaxed token side token ``j``'s term of eq. 21 is weighted by
+    ``min(1, l_t (g^T 1)_j)`` (a constant in the backward pass): a token the
+    coupling leaves without mass has no projected target and no alignment
+    loss. ``L_fgw`` stays ``E(g*)`` without the entropy and without the
+    marginal penalties.
 
     The costs, the coupling and the losses are computed in float32 (float64 for
     float64 input) with autocast disabled, whatever the training precision: the
@@ -96,8 +124,15 @@ class OTKnowledgeTransfer(torch.nn.Module):
         align_special_tokens: bool = False,
         check_every: int = DEFAULT_CHECK_EVERY,
         newton_steps: int = DEFAULT_NEWTON_STEPS,
+        marginals: str = "balanced",
+        frame_relaxation: Optional[float] = None,
+        token_relaxation: Optional[float] = None,
     ):
         super().__init__()
+        self.marginal_relaxation = self._marginal_relaxation(
+            marginals, frame_relaxation, token_relaxation
+        )
+        self.marginals = marginals
         if not 0.0 <= gw_weight < 1.0:
             raise ValueError(f"gw_weight must lie in [0, 1), got {gw_weight}")
         if temporal_weight < 0:
@@ -128,6 +163,43 @@ class OTKnowledgeTransfer(torch.nn.Module):
         self.fusion_input_norm = torch.nn.LayerNorm(plm_dim)
         self.fusion_proj = torch.nn.Linear(plm_dim, acoustic_dim)  # FC3, TOT eq. 22
         self.fusion_output_norm = torch.nn.LayerNorm(acoustic_dim)
+
+    @staticmethod
+    def _marginal_relaxation(
+        marginals: str, frame_relaxation: Optional[float], token_relaxation: Optional[float]
+    ) -> Tuple[float, float]:
+        """``(rho_a, rho_t)`` for the solvers (``inf``: hard), checked."""
+        if marginals not in MARGINAL_MODES:
+            raise ValueError(
+                f"transfer_conf.marginals must be one of {MARGINAL_MODES}, got {marginals!r}"
+            )
+        needed = {
+            "balanced": (),
+            "semi_relaxed": ("frame_relaxation",),
+            "unbalanced": ("frame_relaxation", "token_relaxation"),
+        }[marginals]
+        given = dict(frame_relaxation=frame_relaxation, token_relaxation=token_relaxation)
+        for key, value in given.items():
+            if key in needed and value is None:
+                raise ValueError(
+                    f"transfer_conf.marginals: {marginals} needs transfer_conf.{key} "
+                    f"(a KL weight >= 0; 0 leaves that side free, larger values "
+                    f"approach the balanced coupling)"
+                )
+            if key not in needed and value is not None:
+                raise ValueError(
+                    f"transfer_conf.{key} is not used with transfer_conf.marginals: "
+                    f"{marginals}; remove it, or choose "
+                    f"{'unbalanced' if key == 'token_relaxation' else 'semi_relaxed or unbalanced'}"
+                )
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise ValueError(
+                    f"transfer_conf.{key} must be a finite number >= 0 (use "
+                    f"marginals: balanced for a hard constraint), got {value}"
+                )
+        rho_frames = math.inf if frame_relaxation is None else float(frame_relaxation)
+        rho_tokens = math.inf if token_relaxation is None else float(token_relaxation)
+        return rho_frames, rho_tokens
 
     def adapt(self, acoustic: torch.Tensor) -> torch.Tensor:
         """``H_A = FC2(H_ca)``: acoustic features in the PLM space."""
@@ -192,6 +264,7 @@ class OTKnowledgeTransfer(torch.nn.Module):
             overrelaxation=self.overrelaxation,
             check_every=self.check_every,
             newton_steps=self.newton_steps,
+            marginal_relaxation=self.marginal_relaxation,
             check_finite=False,
             setting=dict(temporal_weight=self.temporal_weight),
         )
@@ -215,7 +288,8 @@ class OTKnowledgeTransfer(torch.nn.Module):
 
         # Z~_L = diag(1/b) g*^T H_A: each token is the coupling-weighted mean of
         # frames. b is taken from the plan itself, which equals the uniform mass at
-        # convergence and keeps the mean exact when the solver stopped early.
+        # convergence and keeps the mean exact when the solver stopped early (and
+        # is the received mass when the token side is relaxed).
         token_mass = plan.sum(1, keepdim=True).transpose(1, 2)  # (B, lt, 1) = b
         projected = torch.bmm(plan.transpose(1, 2), adapted) / token_mass.clamp_min(
             torch.finfo(plan.dtype).tiny
@@ -224,11 +298,19 @@ class OTKnowledgeTransfer(torch.nn.Module):
             projected, plm_states, dim=-1, eps=1e-8
         )
         content = self._content_token_mask(plm_lengths, m_max)
-        align = torch.where(content, 1.0 - similarity, torch.zeros_like(similarity)).sum(1)
+        misfit = 1.0 - similarity
+        if self.marginal_relaxation[1] != math.inf:
+            # a token weighs by the share of its uniform mass it received
+            received = token_mass.squeeze(2).detach() * plm_lengths[:, None].to(dtype)
+            misfit = misfit * received.clamp(max=1.0)
+        align = torch.where(content, misfit, torch.zeros_like(similarity)).sum(1)
 
         stats = self._plan_stats(result.plan.detach(), acoustic_lengths, plm_lengths)
         stats["ot_marginal_error"] = result.marginal_error.detach().mean()
         stats["ot_iterations"] = torch.tensor(float(result.n_iter))
+        if self.marginals != "balanced":
+            # total transported mass (1 for a balanced coupling)
+            stats["ot_mass"] = result.plan.detach().sum((1, 2)).mean()
         return TransferLosses(
             align=align.mean(), transport=result.value.mean(), plan=plan, stats=stats
         )

@@ -262,3 +262,108 @@ def test_fp16_autocast_with_grad_scaler_on_cuda():
         scaler.step(optimizer)
         scaler.update()
         assert scaler.get_scale() >= scale  # no step skipped for inf/nan gradients
+
+
+# --- relaxed marginals ---------------------------------------------------------
+
+RELAXED = [
+    dict(marginals="semi_relaxed", frame_relaxation=0.0),
+    dict(marginals="semi_relaxed", frame_relaxation=0.5),
+    dict(marginals="unbalanced", frame_relaxation=0.5, token_relaxation=2.0),
+]
+
+
+@pytest.mark.parametrize("gw_weight", [0.0, 0.02])
+@pytest.mark.parametrize("relaxed", RELAXED)
+def test_relaxed_marginals_reach_the_solver(gw_weight, relaxed):
+    module = make_module(gw_weight=gw_weight, temporal_weight=0.5, epsilon=0.1, **relaxed)
+    acoustic, plm, la, lt = pad([make_item(20, 6, 0), make_item(13, 8, 1)])
+    acoustic = torch.nan_to_num(acoustic)
+    out = losses_for(module, acoustic, plm, la, lt)
+    adapted = module.adapt(acoustic)
+    cost = cosine_cost(adapted, plm, la, lt) + 0.5 / (1 - gw_weight) * temporal_cost(
+        la, lt, dtype=torch.float64
+    )
+    rho = (relaxed["frame_relaxation"], relaxed.get("token_relaxation", float("inf")))
+    kwargs = dict(epsilon=0.1, tol=module.tol, overrelaxation=module.overrelaxation,
+                  marginal_relaxation=rho)
+    if gw_weight == 0:
+        expected = sinkhorn(cost, la, lt, max_iter=module.inner_iter, **kwargs)
+    else:
+        expected = fused_gromov_wasserstein(
+            cost, structure_cost(adapted, la), structure_cost(plm, lt), la, lt,
+            gw_weight=gw_weight, outer_iter=module.outer_iter, inner_iter=module.inner_iter,
+            **kwargs,
+        )
+    assert torch.equal(out.plan, expected.plan)
+    assert torch.allclose(out.transport, expected.value.mean(), atol=1e-14)
+    assert torch.allclose(out.stats["ot_mass"], expected.plan.sum((1, 2)).mean())
+    assert torch.isfinite(out.align)
+
+
+def test_relaxed_projection_and_alignment_loss_by_hand():
+    a, z = make_item(10, 5, 3)
+    lengths = torch.tensor([10]), torch.tensor([5])
+    semi = make_module(temporal_weight=0.5, gw_weight=0.0, marginals="semi_relaxed",
+                       frame_relaxation=0.0)
+    out = losses_for(semi, a[None], z[None], *lengths)
+    plan = out.plan[0]
+    frame_mass = plan.sum(1)
+    assert (frame_mass - 0.1).abs().max() > 1e-3  # frames are no longer uniform
+    assert torch.allclose(plan.sum(0), torch.full((5,), 0.2, dtype=torch.float64), atol=1e-6)
+    adapted = semi.adapt(a)
+    projected = torch.diag(1 / plan.sum(0)) @ plan.T @ adapted  # eq. 20, b = received mass
+    cosines = torch.nn.functional.cosine_similarity(projected, z, dim=-1)
+    assert torch.allclose(out.align, (1 - cosines[1:4]).sum(), atol=1e-12)
+
+    unbalanced = make_module(temporal_weight=0.5, gw_weight=0.0, marginals="unbalanced",
+                             frame_relaxation=0.5, token_relaxation=0.05)
+    out = losses_for(unbalanced, a[None], z[None], *lengths)
+    plan = out.plan[0]
+    received = plan.sum(0)
+    assert (received - 0.2).abs().max() > 1e-3
+    projected = torch.diag(1 / received) @ plan.T @ unbalanced.adapt(a)
+    cosines = torch.nn.functional.cosine_similarity(projected, z, dim=-1)
+    weights = (5 * received).clamp(max=1.0)  # share of its uniform mass a token received
+    assert weights[1:4].min() < 1.0
+    assert torch.allclose(out.align, (weights * (1 - cosines))[1:4].sum(), atol=1e-12)
+
+
+def test_relaxed_gradients_reach_the_adapter_and_padding_gets_none():
+    module = make_module(gw_weight=0.02, temporal_weight=0.5, marginals="semi_relaxed",
+                         frame_relaxation=0.3)
+    acoustic, plm, la, lt = pad([make_item(20, 6, 0), make_item(8, 5, 1)])
+    acoustic = torch.nan_to_num(acoustic).requires_grad_(True)
+    out = module.transfer_losses(module.adapt(acoustic), la, plm, lt)
+    (out.align + out.transport).backward()
+    assert module.adapter.weight.grad.abs().sum() > 0
+    assert torch.isfinite(acoustic.grad).all()
+    assert acoustic.grad[1, 8:].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(marginals="partial"), "transfer_conf.marginals must be one of"),
+        (dict(marginals="semi_relaxed"), "needs transfer_conf.frame_relaxation"),
+        (dict(marginals="unbalanced", frame_relaxation=1.0), "needs transfer_conf.token_relaxation"),
+        (dict(frame_relaxation=1.0), "transfer_conf.frame_relaxation is not used"),
+        (dict(marginals="semi_relaxed", frame_relaxation=1.0, token_relaxation=1.0),
+         "transfer_conf.token_relaxation is not used"),
+        (dict(marginals="semi_relaxed", frame_relaxation=-1.0),
+         "transfer_conf.frame_relaxation must be a finite number >= 0"),
+        (dict(marginals="unbalanced", frame_relaxation=1.0, token_relaxation=float("inf")),
+         "transfer_conf.token_relaxation must be a finite number >= 0"),
+    ],
+)
+def test_bad_marginal_options_name_the_key(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OTKnowledgeTransfer(4, plm_dim=4, **kwargs)
+
+
+def test_balanced_is_the_default_and_has_no_mass_stat():
+    module = make_module(gw_weight=0.0, temporal_weight=0.5)
+    assert module.marginals == "balanced"
+    assert module.marginal_relaxation == (float("inf"), float("inf"))
+    acoustic, plm, la, lt = pad([make_item(12, 4, 0)])
+    assert "ot_mass" not in losses_for(module, acoustic, plm, la, lt).stats
