@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import kaldiio
@@ -104,6 +105,21 @@ def test_frontend_equals_dump(dumped):
         assert int(output_lengths[index]) == len(expected)
         np.testing.assert_array_equal(output_feats[index, : len(expected)].numpy(), expected)
         assert torch.all(output_feats[index, len(expected) :] == 0)
+
+
+def test_frontend_srand_seeds_the_delta_pitch_noise():
+    # srand is process-kaldi-pitch-feats --srand: it reaches the pitch options
+    # without a deprecation warning and changes only the delta pitch (column 82).
+    wave = soundfile.read(FIXTURES / "mandarin1.wav", dtype="float32")[0]
+    batch, lengths = torch.from_numpy(wave)[None], torch.tensor([len(wave)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seeded = FbankPitchFrontend(srand=2)(batch, lengths)[0][0].numpy()
+    config = FbankPitchConfig(process_options={"srand": 2})
+    np.testing.assert_array_equal(seeded, compute_fbank_pitch(wave, 16000, config, input_scale=32768.0))
+    default = FbankPitchFrontend()(batch, lengths)[0][0].numpy()
+    changed = np.any(seeded != default, axis=0)
+    assert changed[82] and not changed[:82].any()
 
 
 def test_frontend_is_typechecked():
