@@ -19,11 +19,15 @@ difference; then
   a 60 s utterance), with the ratio to POT's per-item loop,
 * time against ``check_every`` (host reads every that many iterations) on the
   transfer module's own setting (temporal prior, omega 1.7, 200 iterations),
+* balanced against semi-relaxed and unbalanced marginals (``marginal_relaxation``)
+  on the same setting, TOT-CAKT's and GM-OT's couplings (``--marginals`` runs
+  only this table),
 
 and the same on a GPU when one is present. Usage::
 
     python bench/bench_ot.py [--batch 32] [--repeats 3] [--threads 2]
     python bench/bench_ot.py --quick        # about a minute on 2 cores
+    python bench/bench_ot.py --marginals    # the marginals table only
 """
 
 import argparse
@@ -215,6 +219,7 @@ def run(device, args):
               f"ratio {t_pot / t_ours:6.1f}x   max plan diff {diff:.1e}")
 
     check_every_sweep(device, args, sync)
+    marginals_sweep(device, args, sync)
 
 
 def check_every_sweep(device, args, sync):
@@ -240,6 +245,46 @@ def check_every_sweep(device, args, sync):
                   f"{result.n_iter} iterations, {math.ceil(result.n_iter / k)} loop reads")
 
 
+def marginals_sweep(device, args, sync):
+    """Relaxed marginals against the balanced solver, on the transfer module's
+    settings (epsilon 0.1, omega 1.7, tol 1e-6, at most 200 inner iterations;
+    GM-OT: gw_weight 0.02, 10 outer steps). The balanced rows use Newton polish
+    (the module's default) where Sinkhorn hits the cap; relaxed ones do not."""
+    cost, c1, c2, n_len, m_len = make_batch(
+        args.batch, (50, 300), (10, 40), 256, args.seed, device
+    )
+    cost = cost + 0.5 * temporal_cost(n_len, m_len, cost.size(1), cost.size(2))
+    settings = (
+        ("balanced", math.inf),
+        ("semi-relaxed, frames rho 0.5", (0.5, math.inf)),
+        ("semi-relaxed, frames free", (0.0, math.inf)),
+        ("unbalanced, rho (0.5, 2)", (0.5, 2.0)),
+    )
+    options = dict(epsilon=0.1, tol=1e-6, overrelaxation=1.7)
+    for name, solve in (
+        ("TOT-CAKT", lambda rho: sinkhorn(cost, n_len, m_len, max_iter=200,
+                                          marginal_relaxation=rho, **options)),
+        ("GM-OT", lambda rho: fused_gromov_wasserstein(
+            cost, c1, c2, n_len, m_len, gw_weight=0.02, outer_iter=10, inner_iter=200,
+            marginal_relaxation=rho, **options)),
+    ):
+        print(f"marginals ({name} cost with the temporal prior, batch {args.batch}, n 50-300, "
+              f"m 10-40, epsilon 0.1, omega 1.7, tol 1e-6, max 200 inner iterations):")
+        base = None
+        for label, rho in settings:
+            def run_once():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return solve(rho)
+            t, result = timed(run_once, args.repeats, sync)
+            base = base or t
+            mass = result.plan.sum((1, 2))
+            print(f"  {label:30s} {t * 1e3:8.1f} ms ({t / base:5.2f}x)  {result.n_iter:5d} "
+                  f"inner iterations, {result.n_newton:2d} Newton, worst error "
+                  f"{result.marginal_error.max().item():.1e}, mass {mass.min().item():.3f}-"
+                  f"{mass.max().item():.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -253,6 +298,8 @@ def main():
                         help="measure POT's loop up to this batch size, scale beyond")
     parser.add_argument("--lengths", type=int, nargs="+", default=[100, 300, 750, 1500])
     parser.add_argument("--n-batch", type=int, default=4, help="batch of the n sweep")
+    parser.add_argument("--marginals", action="store_true",
+                        help="only the balanced / semi-relaxed / unbalanced table")
     parser.add_argument("--quick", action="store_true",
                         help="small sweeps (batch 8, B 8/32, n 100/500), about a minute")
     args = parser.parse_args()
@@ -261,6 +308,11 @@ def main():
         args.batch_sizes, args.lengths, args.n_batch = [8, 32], [100, 500], 2
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, POT {ot.__version__}, {args.threads} CPU threads")
+    if args.marginals:
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
+            marginals_sweep(device, args, sync)
+        return
     run(torch.device("cpu"), args)
     if torch.cuda.is_available():
         run(torch.device("cuda"), args)
