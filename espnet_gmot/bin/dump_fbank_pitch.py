@@ -18,7 +18,9 @@ The output directory gets the input's files (``text``, ``utt2spk``,
 succeeded, so an existing output survives any error; staging directories
 left by a killed run are removed by the next run on the same output.
 Utterances too short for one frame are skipped with a warning, as Kaldi's
-``compute-fbank-feats`` does.
+``compute-fbank-feats`` does. Reading the data directory, its segments and
+audio, and the staging are :mod:`espnet_gmot.kaldi_data`'s; the features are
+:mod:`espnet_gmot.features`'.
 
 Example::
 
