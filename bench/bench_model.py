@@ -111,7 +111,7 @@ def build(system: str, blocks: int, teacher_dir: Path):
     if SYSTEMS[system] is None:
         return ESPnetASRModel(**common, ctc_weight=1.0)
     return ESPnetGMOTModel(
-        **common, ctc_weight=0.3, transfer_weight=1.0,
+        **common, asr_weight=0.3, transfer_weight=1.0,
         transfer_conf=dict(plm_dim=768, epsilon=0.1, **SYSTEMS[system]),
         plm_conf=dict(name_or_path=str(teacher_dir), local_files_only=True),
     )
