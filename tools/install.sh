@@ -7,12 +7,17 @@
 #   - sclite on the environment's PATH: a link in its bin/ (Debian's sctk puts
 #     sclite off PATH), so recipes and tests find it with `command -v sclite`.
 # The environment lives in $ESPNET_GMOT_VENV (default: <repo>/.venv).
+# A complete environment is recognised by a stamp in the venv (a digest of this
+# script, setup.py, tools/constraints.txt and the Python version), written after
+# a successful install; with it, the Debian packages and sclite's link present,
+# the script returns at once. ESPNET_GMOT_REINSTALL=1 installs anyway.
 # Usage: tools/install.sh   (then: source "$ESPNET_GMOT_VENV/bin/activate")
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ESPNET_GMOT_VENV:-${repo}/.venv}
 python=${PYTHON:-python3}
+stamp=${venv}/.espnet-gmot-installed
 
 debian_packages="espeak-ng sox sctk fonts-wqy-zenhei shellcheck"
 missing=""
@@ -20,6 +25,19 @@ for package in ${debian_packages}; do
     dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q "install ok installed" \
         || missing="${missing} ${package}"
 done
+
+install_digest() {
+    { cat "${repo}/tools/install.sh" "${repo}/setup.py" "${repo}/tools/constraints.txt"
+      "${venv}/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1
+}
+if [ -z "${missing}" ] && [ "${ESPNET_GMOT_REINSTALL:-0}" != 1 ] && [ -f "${stamp}" ] \
+        && [ -x "${venv}/bin/python" ] && [ -e "${venv}/bin/sclite" ] \
+        && [ "$(cat "${stamp}")" = "$(install_digest)" ]; then
+    echo "install.sh: ${venv} is complete (ESPNET_GMOT_REINSTALL=1 to reinstall)"
+    exit 0
+fi
+rm -f "${stamp}"  # written again only when this install succeeds
+
 if [ -n "${missing}" ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get > /dev/null; then
         echo "install.sh: apt-get install${missing}"
@@ -59,3 +77,4 @@ if [ ! -e "${venv}/bin/sclite" ]; then
     fi
     ln -sf "${sclite}" "${venv}/bin/sclite"
 fi
+install_digest > "${stamp}"
