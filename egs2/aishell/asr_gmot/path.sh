@@ -36,9 +36,9 @@ if [ -f "${MAIN_ROOT}/tools/extra_path.sh" ]; then
     . "${MAIN_ROOT}/tools/extra_path.sh"
 fi
 export PATH="${MAIN_ROOT}/utils:${MAIN_ROOT}/espnet/bin:${PATH}"
-# Debian's sctk package installs sclite off PATH.
-if ! command -v sclite >/dev/null 2>&1 && [ -x /usr/lib/sctk/bin/sclite ]; then
-    export PATH="${PATH}:/usr/lib/sctk/bin"
+# sclite: ESPnet's tools/ (extra_path.sh above) or the venv of tools/install.sh, which links Debian's sclite into its bin/.
+if ! command -v sclite >/dev/null 2>&1; then
+    echo "path.sh: sclite is not on PATH (scoring needs it): install ESPnet's tools/ or run tools/install.sh and activate its venv" >&2
 fi
 
 export OMP_NUM_THREADS=1

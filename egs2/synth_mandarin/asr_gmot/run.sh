@@ -228,14 +228,11 @@ fail_decoding() {
 }
 
 sclite_bin() {
-    if command -v sclite > /dev/null; then
-        command -v sclite
-    elif [ -x /usr/lib/sctk/bin/sclite ]; then
-        echo /usr/lib/sctk/bin/sclite
-    else
-        echo "run.sh: sclite not found: install Debian's sctk (apt-get install sctk)" >&2
+    if ! command -v sclite > /dev/null; then
+        echo "run.sh: sclite not found on PATH: run tools/install.sh (it links Debian's sctk sclite into the venv's bin/)" >&2
         exit 1
     fi
+    command -v sclite
 }
 
 score_systems() {
@@ -245,8 +242,8 @@ score_systems() {
         for set in ${test_sets}; do
             out=exp/asr_${system}/decode_${set}
             mkdir -p "${out}/score_cer"
-            to_trn < "data/${set}/text" > "${out}/score_cer/ref.trn"
-            to_trn < "${out}/text" > "${out}/score_cer/hyp.trn"
+            to_trn "data/${set}/text" "data/${set}/utt2spk" > "${out}/score_cer/ref.trn"
+            to_trn "${out}/text" "data/${set}/utt2spk" > "${out}/score_cer/hyp.trn"
             "${sclite}" -r "${out}/score_cer/ref.trn" trn -h "${out}/score_cer/hyp.trn" trn \
                 -i rm -o all stdout > "${out}/score_cer/result.txt"
             log "  ${system} ${set}: $(grep -e Avg -e SPKR -m 2 "${out}/score_cer/result.txt" | tail -n 1 | tr -s ' ')"
@@ -254,13 +251,15 @@ score_systems() {
     done
 }
 
-to_trn() {  # "utt 他是老师" -> "他 是 老 师 (spk-utt)", the char-level trn sclite reads
+to_trn() {  # Kaldi text $1 -> "他 是 老 师 (spk-utt)", the char-level trn sclite reads; speakers from utt2spk $2
     ${python} -c '
 import sys
-for line in sys.stdin:
-    utt, _, text = line.rstrip("\n").partition(" ")
-    chars = " ".join(text.replace(" ", ""))
-    print(f"{chars} ({utt[:10]}-{utt})")'
+from espnet_gmot.kaldi_data import read_kaldi_map, read_text
+texts, utt2spk = read_text(sys.argv[1]), read_kaldi_map(sys.argv[2])
+for utt, text in texts.items():
+    if utt not in utt2spk:
+        sys.exit(f"{sys.argv[1]}: utterance {utt} is not in {sys.argv[2]}")
+    print(" ".join(text.replace(" ", "")) + f" ({utt2spk[utt]}-{utt})")' "$1" "$2"
 }
 
 report() {
