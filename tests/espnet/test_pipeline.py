@@ -14,6 +14,7 @@ import pytest
 import soundfile
 import torch
 
+from espnet_gmot.kaldi_data import read_kaldi_map
 from tests.helpers import espnet_pipeline as pipeline
 from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
 
@@ -81,8 +82,7 @@ def in_process_hypotheses(model_dir: Path, model_file: str, data_dir: Path):
     speech2text = Speech2Text(model_dir / "config.yaml", model_dir / model_file, device="cpu",
                               beam_size=1, ctc_weight=1.0, lm_weight=0.0)
     hyps = {}
-    for line in (data_dir / "wav.scp").read_text().splitlines():
-        utt, path = line.split(maxsplit=1)
+    for utt, path in read_kaldi_map(data_dir / "wav.scp").items():
         wave, _ = soundfile.read(path, dtype="float32")
         text = speech2text(torch.from_numpy(wave))[0][0]
         hyps[utt] = text.replace(" ", "")

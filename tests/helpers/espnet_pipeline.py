@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence
 
 import editdistance
 
+from espnet_gmot import kaldi_data
+
 LAUNCH = [sys.executable, "-m", "espnet_gmot.launch", "-m"]
 
 
@@ -96,11 +98,8 @@ def decode(exp: Path, model_dir: Path, data_dir: Path, name: str,
 
 
 def read_text(path: Path) -> Dict[str, str]:
-    result = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        utt, _, text = line.partition(" ")
-        result[utt] = text.replace(" ", "")
-    return result
+    """Kaldi ``text`` with the spaces between tokens removed (CER over characters)."""
+    return {utt: text.replace(" ", "") for utt, text in kaldi_data.read_text(path).items()}
 
 
 def cer(hyps: Dict[str, str], data_dir: Path) -> float:

@@ -14,6 +14,8 @@ from typing import Dict, List
 import numpy as np
 import soundfile
 
+from espnet_gmot.kaldi_data import read_kaldi_map, utt2spk_to_spk2utt, write_kaldi_map
+
 SAMPLE_RATE = 16000
 CHAR_SECONDS = 0.12
 SENTENCES = [
@@ -41,7 +43,9 @@ def write_split(root: Path, name: str, sentences: List[str], seed: int) -> Path:
     wav_dir = root / "wav" / name
     data_dir.mkdir(parents=True, exist_ok=True)
     wav_dir.mkdir(parents=True, exist_ok=True)
-    wav_scp, text, utt2spk = [], [], []
+    wav_scp: Dict[str, str] = {}
+    text: Dict[str, str] = {}
+    utt2spk: Dict[str, str] = {}
     for k, sentence in enumerate(sentences):
         spk = f"spk{k % 2}"
         utt = f"{spk}-{name}{k:03d}"
@@ -49,19 +53,12 @@ def write_split(root: Path, name: str, sentences: List[str], seed: int) -> Path:
         wave = np.concatenate([silence] + [char_waveform(c, rng) for c in sentence] + [silence])
         path = wav_dir / f"{utt}.wav"
         soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
-        wav_scp.append(f"{utt} {path}")
-        text.append(f"{utt} {sentence}")
-        utt2spk.append(f"{utt} {spk}")
-    for fname, lines in (("wav.scp", wav_scp), ("text", text), ("utt2spk", utt2spk)):
-        (data_dir / fname).write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
-    spk2utt: Dict[str, List[str]] = {}
-    for line in sorted(utt2spk):
-        utt, spk = line.split()
-        spk2utt.setdefault(spk, []).append(utt)
-    (data_dir / "spk2utt").write_text(
-        "".join(f"{spk} {' '.join(utts)}\n" for spk, utts in sorted(spk2utt.items())),
-        encoding="utf-8",
-    )
+        wav_scp[utt], text[utt], utt2spk[utt] = str(path), sentence, spk
+    # Kaldi data directories are sorted by key (utils/validate_data_dir.sh).
+    for fname, entries in (("wav.scp", wav_scp), ("text", text), ("utt2spk", utt2spk)):
+        write_kaldi_map(data_dir / fname, sorted(entries.items()))
+    spk2utt = utt2spk_to_spk2utt(read_kaldi_map(data_dir / "utt2spk"))
+    write_kaldi_map(data_dir / "spk2utt", sorted(spk2utt.items()))
     return data_dir
 
 

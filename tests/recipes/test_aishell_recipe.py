@@ -23,6 +23,7 @@ import pytest
 import soundfile
 import yaml
 
+from espnet_gmot.kaldi_data import read_kaldi_map, read_text, utt2spk_to_spk2utt, write_kaldi_map
 from tests.helpers.tiny_asr import SENTENCES, make_tiny_bert, make_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,13 +102,11 @@ def write_kaldi_dir(directory: Path, entries: Dict[str, Tuple[str, str]], feats_
     """Minimal dump dir: utt -> (wav.scp value, transcript)."""
     directory.mkdir(parents=True, exist_ok=True)
     utts = sorted(entries)
-    (directory / "wav.scp").write_text("".join(f"{u} {entries[u][0]}\n" for u in utts))
-    (directory / "text").write_text("".join(f"{u} {entries[u][1]}\n" for u in utts), encoding="utf-8")
-    (directory / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u in utts))
-    spk2utt: Dict[str, List[str]] = {}
-    for u in utts:
-        spk2utt.setdefault(u.split("-")[0], []).append(u)
-    (directory / "spk2utt").write_text("".join(f"{s} {' '.join(v)}\n" for s, v in spk2utt.items()))
+    write_kaldi_map(directory / "wav.scp", ((u, entries[u][0]) for u in utts))
+    write_kaldi_map(directory / "text", ((u, entries[u][1]) for u in utts))
+    utt2spk = {u: u.split("-")[0] for u in utts}
+    write_kaldi_map(directory / "utt2spk", utt2spk)
+    write_kaldi_map(directory / "spk2utt", utt2spk_to_spk2utt(utt2spk))
     (directory / "feats_type").write_text(feats_type + "\n")
 
 
@@ -599,9 +598,8 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
         "--allow_variable_data_keys true"
     )
     for dset in ("train_sp", "dev"):
-        keys = sorted(line.split()[0] for line in (recipe / cache / dset / "plm_states.scp").read_text().splitlines())
-        text_keys = sorted(line.split()[0] for line in (recipe / "dump/raw" / dset / "text").read_text(encoding="utf-8").splitlines())
-        assert keys == text_keys
+        keys = read_kaldi_map(recipe / cache / dset / "plm_states.scp")
+        assert sorted(keys) == sorted(read_text(recipe / "dump/raw" / dset / "text"))
 
     # The commands asr.sh builds from these options (egs2/TEMPLATE/asr1/asr.sh,
     # stages 10-12), with ${python} = opts["python"]; jobs run directly instead
@@ -672,9 +670,8 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
          "--key_file", f"{valid_dir}/wav.scp", "--asr_train_config", f"{exp}/config.yaml",
          "--asr_model_file", f"{exp}/{opts['inference_asr_model']}", "--output_dir", out,
          "--config", opts["inference_config"]], recipe)
-    hyps = (out / "1best_recog" / "text").read_text(encoding="utf-8").splitlines()
-    refs = (recipe / valid_dir / "text").read_text(encoding="utf-8").splitlines()
-    assert sorted(h.split()[0] for h in hyps) == sorted(r.split()[0] for r in refs)
+    hyps = read_text(out / "1best_recog" / "text")
+    assert sorted(hyps) == sorted(read_text(recipe / valid_dir / "text"))
 
 
 # ------------------------------ 5. ESPnet's real asr.sh, when available ----
