@@ -19,6 +19,7 @@ from espnet_gmot.espnet.plm_cache import (
     check_plm_cache_covers_data,
     write_plm_cache,
 )
+from espnet_gmot.kaldi_data import read_kaldi_map, write_kaldi_map
 from espnet_gmot.transfer import PLMTeacher
 from tests.helpers.tiny_asr import make_tiny_bert
 
@@ -36,7 +37,7 @@ def other_bert(tmp_path_factory):
 
 
 def write_text(path, utts):
-    path.write_text("".join(f"{u} {t}\n" for u, t in utts.items()), encoding="utf-8")
+    write_kaldi_map(path, utts)
     return path
 
 
@@ -176,7 +177,7 @@ def test_speed_perturbed_copies_share_one_entry(tmp_path, bert):
     text = write_text(tmp_path / "text", utts)
     teacher = PLMTeacher(str(bert))
     scp = write_plm_cache(text, tmp_path / "cache", teacher)
-    locations = dict(line.split() for line in scp.read_text().splitlines())
+    locations = read_kaldi_map(scp)
     assert sorted(locations) == sorted(utts)
     assert locations["sp0.9-s1-a"] == locations["s1-a"] == locations["sp1.1-s1-a"]
     assert locations["s1-a"] != locations["s1-b"]

@@ -30,16 +30,11 @@ UTTERANCES = {"utt_a": "mandarin1", "utt_b": "mandarin2", "utt_c": "short_tone"}
 def make_data_dir(root: Path, utterances=UTTERANCES) -> Path:
     data = root / "data" / "train"
     data.mkdir(parents=True)
-    with (
-        (data / "wav.scp").open("w") as wav_scp,
-        (data / "text").open("w") as text,
-        (data / "utt2spk").open("w") as utt2spk,
-    ):
-        for utt, name in utterances.items():
-            wav_scp.write(f"{utt} {FIXTURES / (name + '.wav')}\n")
-            text.write(f"{utt} {name} words\n")
-            utt2spk.write(f"{utt} spk1\n")
-    (data / "spk2utt").write_text("spk1 " + " ".join(utterances) + "\n")
+    kaldi_data.write_kaldi_map(data / "wav.scp", {u: FIXTURES / f"{n}.wav" for u, n in utterances.items()})
+    kaldi_data.write_kaldi_map(data / "text", {u: f"{n} words" for u, n in utterances.items()})
+    utt2spk = {utt: "spk1" for utt in utterances}
+    kaldi_data.write_kaldi_map(data / "utt2spk", utt2spk)
+    kaldi_data.write_kaldi_map(data / "spk2utt", kaldi_data.utt2spk_to_spk2utt(utt2spk))
     return data
 
 
@@ -64,8 +59,8 @@ def test_dump_layout(dumped):
     assert (output / "feats_dim").read_text() == "83\n"
     feats = kaldiio.load_scp(str(output / "feats.scp"))
     assert sorted(feats) == sorted(UTTERANCES)
-    shapes = dict(line.split() for line in (output / "feats_shape").read_text().splitlines())
-    frames = dict(line.split() for line in (output / "utt2num_frames").read_text().splitlines())
+    shapes = kaldi_data.read_kaldi_map(output / "feats_shape")
+    frames = kaldi_data.read_kaldi_map(output / "utt2num_frames")
     for utt, matrix in feats.items():
         assert matrix.shape[1] == 83 and matrix.dtype == np.float32
         assert shapes[utt] == f"{len(matrix)},83"
