@@ -7,7 +7,6 @@ and decode again with the PLM gone.
 """
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -26,14 +25,6 @@ EXPECTED_STATS = {
 # ESPnet's joint CTC/attention decoding (AISHELL-1's decode_asr_branchformer.yaml
 # uses beam 10, ctc_weight 0.4), with a small beam for the tiny model.
 JOINT_DECODING = "beam_size: 3\nctc_weight: 0.4\nlm_weight: 0.0\npenalty: 0.0\nmaxlenratio: 0.0\nminlenratio: 0.0\n"
-
-
-def epoch_results(log: Path):
-    return [line for line in log.read_text().splitlines() if "epoch results" in line]
-
-
-def train_losses(log: Path):
-    return [float(m) for m in re.findall(r"epoch results: \[train\] .*?\bloss=([0-9.e+-]+)", log.read_text())]
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +54,13 @@ def trained(request, workspace):
 
 
 def test_two_epochs_lower_the_loss(trained):
-    losses = train_losses(trained["exp"] / "train.log")
+    losses = pipeline.train_losses(trained["exp"] / "train.log")
     assert len(losses) == 2, losses
     assert losses[1] < losses[0], losses
 
 
 def test_espnet_and_transfer_stats_are_reported(trained):
-    results = epoch_results(trained["exp"] / "train.log")
+    results = pipeline.epoch_results(trained["exp"] / "train.log")
     assert len(results) == 2
     for line in results:
         train_part, valid_part = line.split("[valid]")

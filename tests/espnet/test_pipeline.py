@@ -23,11 +23,6 @@ pytestmark = pytest.mark.slow
 CONF = Path(__file__).parent / "conf"
 
 
-def train_losses(log: Path):
-    """Per-epoch training loss from ESPnet's 'epoch results' log lines."""
-    return [float(m) for m in re.findall(r"epoch results: \[train\] .*?\bloss=([0-9.e+-]+)", log.read_text())]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
@@ -58,14 +53,13 @@ def test_collect_stats_ran_without_the_plm(trained):
 @pytest.mark.parametrize("system", ["baseline", "gmot"])
 def test_two_epochs_of_training_lower_the_loss(trained, system):
     exp, _ = trained[system]
-    losses = train_losses(exp / "train.log")
+    losses = pipeline.train_losses(exp / "train.log")
     assert len(losses) == 2, losses
     assert losses[1] < losses[0]
 
 
 def test_gmot_log_reports_the_transfer_stats(trained):
-    log = (trained["gmot"][0] / "train.log").read_text()
-    results = [line for line in log.splitlines() if "epoch results" in line]
+    results = pipeline.epoch_results(trained["gmot"][0] / "train.log")
     assert len(results) == 2, results  # one per epoch
     for key in ("loss_ctc", "loss_align", "loss_fgw", "cer_ctc", "ot_entropy",
                 "ot_monotonicity", "ot_marginal_error"):

@@ -7,6 +7,7 @@ the same routing as asr.sh's ``--python "python3 -m espnet_gmot.launch"``;
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,14 @@ def cer(hyps: Dict[str, str], data_dir: Path) -> float:
     refs = read_text(data_dir / "text")
     errors = sum(editdistance.eval(hyps.get(u, ""), r) for u, r in refs.items())
     return errors / sum(len(r) for r in refs.values())
+
+
+def epoch_results(log: Path) -> List[str]:
+    """ESPnet trainer's 'epoch results' lines of a training log, one per epoch."""
+    return [line for line in Path(log).read_text().splitlines() if "epoch results" in line]
+
+
+def train_losses(log: Path) -> List[float]:
+    """Per-epoch training loss from the 'epoch results' lines."""
+    return [float(m) for m in re.findall(r"epoch results: \[train\] .*?\bloss=([0-9.e+-]+)",
+                                         Path(log).read_text())]
