@@ -1,7 +1,14 @@
 """Transcripts for the PLM from ESPnet token ids (the glue's token conventions)."""
 
+import ast
+from pathlib import Path
+
+import pytest
+
 import espnet_gmot.transfer
 from espnet_gmot.espnet.tokens import token_ids_to_text
+
+PACKAGE = Path(espnet_gmot.transfer.__file__).parents[1]
 
 
 def test_text_from_char_token_ids():
@@ -19,7 +26,27 @@ def test_silent_tokens_carry_no_text():
     assert token_ids_to_text([0, 3, 2, 4, 4, 3, 1], tokens, "[UNK]") == "他 他"
 
 
-def test_transfer_layer_has_no_espnet_token_conventions():
+def imported_modules(source: Path):
+    """Top-level module names a file imports."""
+    modules = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules.add(node.module)
+    return modules
+
+
+@pytest.mark.parametrize("layer", ["transfer", "ot"])
+def test_transfer_and_ot_layers_know_nothing_of_espnet(layer):
+    sources = sorted((PACKAGE / layer).glob("*.py"))
+    assert sources
+    for source in sources:
+        for module in imported_modules(source):
+            root = module.split(".")[0]
+            assert root not in ("espnet", "espnet2"), f"{source} imports {module}"
+            assert not module.startswith("espnet_gmot.espnet"), f"{source} imports {module}"
+        text = source.read_text(encoding="utf-8")
+        for token in ("<blank>", "<sos/eos>", "<space>", "<unk>", "token_list"):
+            assert token not in text, f"{source} mentions ESPnet's {token}"
     assert not hasattr(espnet_gmot.transfer, "token_ids_to_text")
-    source = open(espnet_gmot.transfer.plm.__file__, encoding="utf-8").read()
-    assert "<space>" not in source and "<blank>" not in source
