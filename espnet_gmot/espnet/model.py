@@ -27,8 +27,8 @@ _BUILT_BY_ESPNET = (
     "self", "unknown", "vocab_size", "token_list", "frontend", "specaug", "normalize",
     "preencoder", "encoder", "postencoder", "decoder", "ctc", "joint_network",
 )
-# ESPnet's default CTC weight of a model with a decoder (ESPnetASRModel's own).
-_ESPNET_CTC_WEIGHT = 0.5
+# ESPnet's default CTC weight of a model with a decoder, read from ESPnetASRModel.
+_ESPNET_CTC_WEIGHT = inspect.signature(ESPnetASRModel.__init__).parameters["ctc_weight"].default
 
 
 class ESPnetGMOTModel(ESPnetASRModel):

@@ -127,6 +127,9 @@ def test_old_lambda_key_without_a_decoder_says_what_to_write(workspace):
     # ESPnet's own CTC-only value stays valid, and a decoder makes 0.3 ESPnet's weight
     assert build(workspace, ctc_weight=1.0).ctc_weight == 1.0
     assert build(workspace, "hybrid_conformer").ctc_weight == 0.3
+    # unset: CTC-only 1.0, and with a decoder ESPnetASRModel's own default (0.5)
+    assert build(workspace, ctc_weight=None).ctc_weight == 1.0
+    assert build(workspace, "hybrid_conformer", ctc_weight=None).ctc_weight == 0.5
 
 
 def test_hybrid_loss_is_espnets_plus_the_transfer_losses(workspace):
