@@ -49,8 +49,7 @@ def main(cmd=None) -> None:
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     if not args.text.is_file():
         sys.exit(f"--text {args.text}: no such file (give a data directory's text file)")
-    teacher = PLMTeacher(args.plm, local_files_only=args.local_files_only)
-    teacher.setting = "--plm"
+    teacher = PLMTeacher(args.plm, local_files_only=args.local_files_only, setting="--plm")
     try:
         scp = write_plm_cache(
             args.text, args.output_dir, teacher, batch_size=args.batch_size,

@@ -178,7 +178,10 @@ class ESPnetGMOTModel(ESPnetASRModel):
             OTKnowledgeTransfer, "model_conf.transfer_conf", transfer_conf or {},
             acoustic_dim=acoustic_dim,
         )
-        self.teacher = _build_named(PLMTeacher, "model_conf.plm_conf", plm_conf or {})
+        self.teacher = _build_named(
+            PLMTeacher, "model_conf.plm_conf", plm_conf or {},
+            setting="model_conf.plm_conf.name_or_path",
+        )
         self._cache_tokenizer_missing = False
         # Set by forward() while ESPnet's forward runs: encode() puts the
         # adapted features H_A there for the transfer losses.

@@ -21,14 +21,18 @@ class PLMTeacher:
     Args:
         name_or_path: Hugging Face hub name or local directory.
         local_files_only: do not try the hub (offline machines).
+        setting: how the user gives ``name_or_path`` (a config key, a
+            command-line option), named in error messages.
     """
 
-    # How the user sets ``name_or_path``, for error messages; the dump command
-    # sets its own option name.
-    setting = "model_conf.plm_conf.name_or_path"
-
-    def __init__(self, name_or_path: str = "bert-base-chinese", local_files_only: bool = False):
+    def __init__(
+        self,
+        name_or_path: str = "bert-base-chinese",
+        local_files_only: bool = False,
+        setting: str = "name_or_path",
+    ):
         self.name_or_path = name_or_path
+        self.setting = setting
         self.local_files_only = local_files_only
         self._tokenizer = None
         self._model: Optional[torch.nn.Module] = None

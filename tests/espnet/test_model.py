@@ -177,6 +177,15 @@ def test_interctc_feeds_espnet_and_the_transfer_taps_the_final_layer(workspace):
     assert "cer_interctc_layer1" in stats
 
 
+def test_missing_plm_names_the_model_conf_key(workspace, tmp_path):
+    missing = tmp_path / "nowhere"
+    model = build(workspace, plm_conf={"name_or_path": str(missing)})
+    with pytest.raises(OSError, match=rf"^model_conf\.plm_conf\.name_or_path '{missing}': no such directory"):
+        model(**batch(workspace))
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['setting'\] in model_conf\.plm_conf"):
+        build(workspace, plm_conf={"setting": "x"})
+
+
 def test_plm_hidden_size_mismatch_is_named(workspace):
     model = build(workspace, transfer_conf={"plm_dim": 48})
     with pytest.raises(ValueError, match="set transfer_conf.plm_dim to 32"):

@@ -9,6 +9,9 @@ import torch
 from espnet_gmot.transfer import PLMTeacher
 from tests.helpers.tiny_asr import make_tiny_bert
 
+# How ESPnet users set the teacher (model: gmot passes it; the dump command passes --plm).
+SETTING = "model_conf.plm_conf.name_or_path"
+
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
@@ -34,7 +37,7 @@ def test_teacher_loads_lazily_through_from_pretrained(bert):
 
 def test_missing_plm_directory_names_the_setting_and_path(tmp_path):
     missing = tmp_path / "nowhere"
-    teacher = PLMTeacher(str(missing), local_files_only=True)
+    teacher = PLMTeacher(str(missing), local_files_only=True, setting=SETTING)
     with pytest.raises(OSError) as err:
         teacher.encode(["他"], torch.device("cpu"))
     message = str(err.value)
@@ -47,6 +50,9 @@ def test_missing_relative_plm_directory_is_not_taken_for_a_hub_name(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OSError, match=rf"'exp/bert': no such directory \({tmp_path}/exp/bert\)"):
         PLMTeacher("exp/bert").tokenizer
+    # without a setting, the constructor argument is named
+    with pytest.raises(OSError, match=r"^name_or_path 'exp/bert': no such directory"):
+        PLMTeacher("exp/bert").tokenizer
 
 
 @pytest.mark.parametrize("content", [[], ["vocab.txt"]])
@@ -55,7 +61,7 @@ def test_plm_directory_without_a_model_names_the_setting_and_path(tmp_path, cont
     directory.mkdir()
     for name in content:
         (directory / name).write_text("[PAD]\n")
-    teacher = PLMTeacher(str(directory))
+    teacher = PLMTeacher(str(directory), setting=SETTING)
     with pytest.raises(OSError) as err:
         teacher.encode(["他"], torch.device("cpu"))
     message = str(err.value)
@@ -70,7 +76,7 @@ def test_plm_directory_without_weights_names_the_setting_and_path(tmp_path, bert
     for name in ("config.json", "vocab.txt", "tokenizer_config.json"):
         (broken / name).write_bytes((bert / name).read_bytes())
     with pytest.raises(OSError, match=rf"Cannot load the PLM '{broken}' \(model_conf.plm_conf.name_or_path\) from the directory {broken}"):
-        PLMTeacher(str(broken)).encode(["他"], torch.device("cpu"))
+        PLMTeacher(str(broken), setting=SETTING).encode(["他"], torch.device("cpu"))
 
 
 def test_tokenizer_alone_does_not_load_the_model(bert):
