@@ -126,10 +126,11 @@ def aishell_random_model(args, workdir: Path):
         yaml.safe_dump(vars(train_args), f, allow_unicode=True)
     torch.save(model.state_dict(), model_file)
     rng = np.random.default_rng(0)
-    feats = {f"random{k:03d}": rng.standard_normal((int(rng.integers(400, 601)), 80)).astype(np.float32)
-             for k in range(args.utterances)}
-    label = (f"random-initialised {conf['encoder']} ({conf['encoder_conf']['num_blocks']} blocks of "
-             f"{conf['encoder_conf']['output_size']}), {AISHELL_VOCAB} tokens, "
+    feats = {f"random{k:03d}": rng.standard_normal((int(rng.integers(400, 601)), 80))
+             .astype(np.float32) for k in range(args.utterances)}
+    encoder_conf = conf["encoder_conf"]
+    label = (f"random-initialised {conf['encoder']} ({encoder_conf['num_blocks']} blocks of "
+             f"{encoder_conf['output_size']}), {AISHELL_VOCAB} tokens, "
              f"{args.utterances} random 4-6 s utterances of 80-dim features")
     return config_path, model_file, {"random": (feats, None)}, label
 
@@ -221,7 +222,7 @@ def main():
                      if refs else "")
         print(f"\n{name}: {len(keys)} utterances, {seconds:.0f} s of speech{refs_text}")
 
-        def cer_text(hyps):
+        def cer_text(hyps, refs=refs):
             return f", CER {cer(hyps, refs):6.2f}" if refs else ""
 
         print(f"  ESPnet asr_inference (beam 1 prefix search): {espnet_per_utt * 1e3:9.2f} ms "
@@ -229,6 +230,12 @@ def main():
         print(f"    of which its encoder, one utterance:       {encoder_per_utt * 1e3:9.2f} ms "
               f"({100 * encoder_per_utt / espnet_per_utt:.0f}%; the search: "
               f"{(espnet_per_utt - encoder_per_utt) * 1e3:.2f} ms)")
+        # The search runs one step per output token and one for <eos>.
+        steps = sum(len(espnet_ids[k]) + 1 for k in keys) / len(keys)
+        search_per_step = (espnet_per_utt - encoder_per_utt) / steps
+        print(f"    search: {steps:.1f} steps per utterance (tokens + <eos>), "
+              f"{search_per_step * 1e3:.2f} ms per step ({len(greedy.model.token_list)} tokens "
+              "scored per step)")
         alone = ours.get(1)
         for batch_size, (hyps, ids, per_utt) in ours.items():
             differ = [k for k in keys if hyps[k] != espnet_hyps[k]]

@@ -22,14 +22,32 @@ Differences to ``espnet2.bin.asr_inference`` with ``beam_size: 1, ctc_weight: 1`
   frame-by-frame path (typically a token repeated across a weak blank), and it
   caps a hypothesis at one token fewer than the encoder has frames;
 * ``<sos/eos>`` shares CTC's output layer but is never emitted;
-* with ``--batch_size`` > 1 an utterance is encoded beside longer ones, and
-  ESPnet's encoders are not padding-invariant (the Conformer's convolution
-  module reads the padded frames next to an utterance's end), so the last
-  frames' posteriors change a little. On the demo's test set 18 of 100
-  hypotheses changed at batch 32, the CER by 0.1 point. Batches are formed from
-  length-sorted utterances to keep padding small; the default is 1, which gives
-  exactly the encoder output of ESPnet's one-utterance decoding. Batches pay
-  off on a GPU; on a CPU the encoder's cost is the same either way.
+* nothing else: a batch decodes every utterance exactly as it decodes alone
+  (same encoder output to float rounding, hence the same best path), for
+  ESPnet's Conformer, Transformer, Branchformer and E-Branchformer encoders.
+  As ESPnet runs them they are not padding-invariant: an utterance encoded
+  beside longer ones gets one or two frames more (the subsampled mask is
+  rounded up), its time convolutions (Conformer convolution module, cgMLP,
+  E-Branchformer's merge) read encoder states of padding after its end, the
+  legacy relative attention (``rel_pos_type: legacy``, ESPnet's default)
+  shifts its positions by the padded length, and a waveform frontend's STFT
+  sees zeros where the utterance alone sees its reflected end.
+  ``BatchInvariance`` undoes all four with hooks on the loaded model (before
+  it, 18 of the demo's 100 test hypotheses changed at batch 64; after it,
+  none). A model it cannot vouch for (another encoder, a pre- or
+  post-encoder, another normaliser) is decoded one utterance at a time, with
+  a warning, unless ``--allow_inexact_batches true``.
+
+Speed: greedy decoding costs the encoder forward and nothing else; ESPnet's
+beam-1 search adds, per output token, a CTC prefix score over the whole
+vocabulary (with ``ctc_weight: 1.0`` it sets no pre-beam). The speed-up over
+``espnet2.bin.asr_inference`` is therefore bounded by ESPnet's time over its
+encoder's time (``bench/bench_decode.py`` prints both): about 4x for the
+demo's model on a CPU, where ESPnet spends a quarter of its time in the
+encoder. Batches lift greedy decoding above that bound by amortising the
+encoder layers' per-operation overhead (the convolutional subsampling, which
+gets slower per utterance in batches on a CPU, runs per utterance); on a GPU
+they fill the device.
 """
 
 import argparse
@@ -63,9 +81,11 @@ BLANK_ID = 0  # ESPnet's CTC blank is the first token
 # Batches read ahead and sorted by length before they are decoded.
 READ_AHEAD_BATCHES = 16
 
-# Utterances per batch by default (bench/bench_decode.py: on CPU, batches of
-# 16-32 length-sorted utterances decode several times faster than one at a time).
-DEFAULT_BATCH_SIZE = 32
+# Utterances per batch by default: the best on a CPU over both scales that
+# bench/bench_decode.py measures (2 threads, ms per utterance at batch 1/4/8/16:
+# demo model 6.7/4.5/3.6/3.5, AISHELL-size Conformer 118/98/114/142; larger
+# batches spill the caches). A GPU wants larger ones.
+DEFAULT_BATCH_SIZE = 8
 
 # Encoders whose layers mix frames only through masked self-attention and
 # convolutions along time (which the hooks below make exact); their input
@@ -78,6 +98,10 @@ PADDING_INVARIANT_ENCODERS = (
     "EBranchformerEncoder",
 )
 PADDING_INVARIANT_NORMALIZERS = ("GlobalMVN", "UtteranceMVN")
+
+
+def _module_ids(module: Optional[torch.nn.Module]) -> set:
+    return set() if module is None else {id(m) for m in module.modules()}
 
 
 class PerUtteranceFrontend(torch.nn.Module):
@@ -111,14 +135,18 @@ class BatchInvariance:
     """Makes ``model.encode`` of a padded batch give every utterance exactly its
     one-utterance encoder output (to float rounding), or says why it cannot.
 
-    Padding leaks into an utterance's frames in two places in ESPnet's
-    Conformer, Transformer, Branchformer and E-Branchformer encoders; attention
-    is masked, positional encodings (relative ones included) depend on the
-    frame index or offset only, the subsampling's valid outputs read valid
-    inputs only, the normalisation is per frame (GlobalMVN) or over the valid
-    frames (UtteranceMVN), and espnet-gmot's adapter and fusion (TOT eq. 22)
-    are per frame:
+    Attention is masked, the new relative positional encoding depends on the
+    offset only, the subsampling's valid outputs read valid inputs only, the
+    normalisation is per frame (GlobalMVN) or over the valid frames
+    (UtteranceMVN), and espnet-gmot's adapter and fusion (TOT eq. 22) are per
+    frame. Padding leaks into an utterance's frames in ESPnet's Conformer,
+    Transformer, Branchformer and E-Branchformer encoders in four places:
 
+    * the subsampled mask: ESPnet slices the input mask (``[:, :, :-2:2]`` per
+      stride-2 convolution), which rounds a short utterance's length up, so in
+      a batch it gets one or two frames more than alone, computed from
+      padding, and read by attention. The input layer's forward hook rebuilds
+      the mask from the lengths its convolutions give each utterance alone;
     * a convolution along time with zero ("same") padding inside an encoder
       layer (the Conformer's ``depthwise_conv``, the cgMLP's gating ``conv`` of
       Branchformer and E-Branchformer, E-Branchformer's
@@ -126,11 +154,13 @@ class BatchInvariance:
       which in a batch hold encoder states of padding instead of zeros. A
       forward pre-hook zeroes the padded frames of its input: the convolution
       then reads what its own zero padding gives the single utterance;
+    * the legacy relative attention (``rel_pos_type: legacy``, the default)
+      shifts positional scores by the padded length: shifted per utterance;
     * a waveform frontend (STFT): run per utterance (``PerUtteranceFrontend``).
 
-    The valid frames at the layers' resolution are taken from the mask the
-    encoder's input layer returns. ``reason`` is None when the hooks are in
-    place, else why batches cannot be made exact for this model.
+    ``reason`` is None when the hooks are in place, else why batches cannot be
+    made exact for this model (then nothing is changed). ``remove()`` undoes
+    them.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -140,6 +170,7 @@ class BatchInvariance:
         self.valid = None  # (batch, frames) at the layers' resolution; None: all valid
         self.input_lengths = None
         self.legacy_attentions = []
+        self.subsampling = None
         self.reason = self._unsupported(model)
         if self.reason is None:
             self._install()
@@ -156,9 +187,9 @@ class BatchInvariance:
         normalize = getattr(model, "normalize", None)
         if normalize is not None and type(normalize).__name__ not in PADDING_INVARIANT_NORMALIZERS:
             return f"normalize {type(normalize).__name__} is not per frame or per utterance"
-        embed = getattr(encoder, "embed", None)
+        embed_modules = _module_ids(getattr(encoder, "embed", None))
         for module_name, module in encoder.named_modules():
-            in_embed = embed is not None and any(module is m for m in embed.modules())
+            in_embed = id(module) in embed_modules
             if isinstance(module, torch.nn.Conv2d) and not in_embed:
                 return f"encoder.{module_name} is a 2-D convolution inside the layers"
             if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)):
@@ -174,7 +205,7 @@ class BatchInvariance:
         self.handles.append(encoder.register_forward_pre_hook(self._encoder_input))
         if getattr(encoder, "embed", None) is not None:
             self.handles.append(encoder.embed.register_forward_hook(self._embed_output))
-        embed_modules = set(map(id, encoder.embed.modules())) if encoder.embed is not None else set()
+        embed_modules = _module_ids(encoder.embed)
         for module in encoder.modules():
             if (
                 isinstance(module, torch.nn.Conv1d)
@@ -182,6 +213,11 @@ class BatchInvariance:
                 and (module.padding == "same" or any(p > 0 for p in module.padding))
             ):
                 self.handles.append(module.register_forward_pre_hook(self._zero_padded_frames))
+        if encoder.embed is not None and any(
+            isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) for m in encoder.embed.modules()
+        ):
+            encoder.embed.forward = self._per_utterance_subsampling(encoder.embed.forward)
+            self.subsampling = encoder.embed
         for module in encoder.modules():
             if type(module).__name__ == "LegacyRelPositionMultiHeadedAttention":
                 module.rel_shift = self._per_utterance_rel_shift(module.rel_shift)
@@ -195,6 +231,9 @@ class BatchInvariance:
         for handle in self.handles:
             handle.remove()
         self.handles = []
+        if self.subsampling is not None:
+            del self.subsampling.forward  # the class's own again
+            self.subsampling = None
         for module in self.legacy_attentions:
             del module.rel_shift  # the class's own again
         self.legacy_attentions = []
@@ -237,6 +276,33 @@ class BatchInvariance:
         valid = torch.arange(mask.size(-1), device=mask.device)[None, :] < lengths[:, None]
         self._set_valid(valid)
         return states, valid[:, None, :]
+
+    def _per_utterance_subsampling(self, subsample):
+        """The convolutional subsampling run on each utterance's own frames.
+
+        Not for exactness (its valid outputs read valid inputs only) but for
+        speed on a CPU: a batched 2-D convolution over the padded input costs
+        more per utterance the larger the batch (1.4 ms alone, 4.8 ms in a
+        batch of 16 for the demo's model on 2 cores), while the layers after
+        it gain from batches. Outputs are padded to the batch's frames; the
+        positional embeddings are the longest utterance's, which spans them.
+        """
+
+        def forward(x: torch.Tensor, x_mask: Optional[torch.Tensor], *args, **kwargs):
+            if x.size(0) == 1 or x_mask is None or self.input_lengths is None:
+                return subsample(x, x_mask, *args, **kwargs)
+            lengths = self.input_lengths.tolist()
+            outputs = [subsample(x[b : b + 1, :n], x_mask[b : b + 1, :, :n], *args, **kwargs)
+                       for b, n in enumerate(lengths)]
+            longest = max(range(len(lengths)), key=lambda b: lengths[b])
+            states = [out[0][0] if isinstance(out[0], tuple) else out[0] for out in outputs]
+            padded = pad_list([state[0] for state in states], 0.0)
+            mask = pad_list([out[1][0, 0] for out in outputs], False)[:, None, :]
+            if isinstance(outputs[longest][0], tuple):
+                return (padded, outputs[longest][0][1]), mask
+            return padded, mask
+
+        return forward
 
     def _per_utterance_rel_shift(self, rel_shift):
         """ESPnet's legacy relative attention (``rel_pos_type: legacy``) shifts

@@ -142,6 +142,7 @@ def reference_hypotheses(sharpened):
     return result
 
 
+@pytest.mark.slow
 def test_batches_give_espnet_best_path_in_asr_inference_layout(sharpened):
     reference = reference_hypotheses(sharpened)
     assert sum(len(text) for text, _, _ in reference.values()) >= 2 * len(reference)
@@ -156,6 +157,7 @@ def test_batches_give_espnet_best_path_in_asr_inference_layout(sharpened):
         assert all(float(score) < 0.0 for score in read(best / "score").values())
 
 
+@pytest.mark.slow
 def test_layout_is_the_one_asr_inference_writes(sharpened):
     data_dir = sharpened["corpus"]["train"]
     pipeline.decode(sharpened["exp"], sharpened["model_dir"], data_dir, "espnet",

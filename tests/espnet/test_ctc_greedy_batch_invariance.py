@@ -147,7 +147,7 @@ def test_masked_attention_and_relative_positions_need_no_hook():
     exact in a batch as ESPnet runs them."""
     for encoder in ("transformer", "conformer"):
         model = build_model(encoder, frontend=False, input_layer="linear")
-        for layer in getattr(model.encoder, "encoders"):
+        for layer in model.encoder.encoders:
             layer.conv_module = None
         speech, lengths = batch(frontend=False)
         assert largest_difference(*batched_and_single(model, speech, lengths)) < 1e-4

@@ -12,7 +12,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from espnet_gmot.bin.asr_inference_ctc_greedy import get_parser, inference
+from espnet_gmot.bin.asr_inference_ctc_greedy import DEFAULT_BATCH_SIZE, get_parser, inference
 
 
 def decode(system: str, name: str, args) -> None:
@@ -45,9 +45,8 @@ def main():
     parser.add_argument("--feats", default="dump/fbank_pitch")
     parser.add_argument("--model_file", default="valid.cer_ctc.ave.pth")
     parser.add_argument("--config", default="conf/decode_asr_ctc_greedy.yaml")
-    parser.add_argument("--batch_size", type=int, default=1,
-                        help="1: the encoder output of one-utterance decoding; larger "
-                             "batches pay off on a GPU only")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="utterances per batch; every one decodes as it does alone")
     args = parser.parse_args()
     for system in args.systems.split():
         for name in args.sets.split():
