@@ -30,12 +30,13 @@ def stiff_batch(dtype=torch.float64, kind="monotone"):
     return pad_batch(problems)
 
 
+@pytest.mark.parametrize("relaxation", [math.inf, (0.5, math.inf), (0.5, 2.0)])
 @pytest.mark.parametrize("check_every", [1, 5, 25])
-def test_sinkhorn_reads_the_host_once_per_check(check_every):
+def test_sinkhorn_reads_the_host_once_per_check(check_every, relaxation):
     cost, _, _, n_len, m_len = stiff_batch(kind="random")
     result, reads = reads_during(
         lambda: sinkhorn(cost, n_len, m_len, epsilon=0.02, tol=1e-10, max_iter=5000,
-                         check_every=check_every)
+                         check_every=check_every, marginal_relaxation=relaxation)
     )
     assert result.marginal_error.max() < 1e-10
     assert result.n_iter > 50  # enough iterations for the bound to mean something
@@ -109,8 +110,9 @@ def test_check_every_is_validated():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("relaxation", [math.inf, (0.0, math.inf), (0.5, 2.0)])
 @pytest.mark.parametrize("gw_weight", [0.0, 0.3])
-def test_no_synchronisation_outside_the_host_reads_on_cuda(gw_weight):
+def test_no_synchronisation_outside_the_host_reads_on_cuda(gw_weight, relaxation):
     cost, c1, c2, n_len, m_len = stiff_batch(torch.float32)
     device = torch.device("cuda")
     cost, c1, c2, n_len, m_len = (t.to(device) for t in (cost, c1, c2, n_len, m_len))
@@ -122,6 +124,7 @@ def test_no_synchronisation_outside_the_host_reads_on_cuda(gw_weight):
             lambda: fused_gromov_wasserstein(
                 cost + 0.5 * prior, c1, c2, n_len, m_len, epsilon=0.05,
                 gw_weight=gw_weight, outer_iter=4, inner_iter=300, tol=1e-5,
+                marginal_relaxation=relaxation,
             )
         )
     finally:
