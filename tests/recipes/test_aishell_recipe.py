@@ -320,7 +320,7 @@ def test_setup_links_and_run_routes_through_launch(standin):
     assert not (recipe / "path.sh").is_symlink() and not (recipe / "cmd.sh").is_symlink()
 
     assert opts["python"] == f"python3 -m espnet_gmot.launch {GREEDY}"  # the default interpreter
-    assert opts["batch_size"] == "1"  # one utterance per greedy decoding batch
+    assert opts["batch_size"] == "8"  # greedy batches decode each utterance as alone
     assert opts["stage"] == "10" and opts["stop_stage"] == "13"
     assert opts["asr_config"] == "conf/train_asr_gmot.yaml"
     assert opts["asr_tag"] == "train_asr_gmot_raw_zh_char_sp"
@@ -398,9 +398,9 @@ def test_inference_option_routes_stage_12(standin):
     opts = final_options(recipe)
     assert opts["python"] == f"{sys.executable} -m espnet_gmot.launch"
     assert "batch_size" not in opts  # asr.sh's default: one utterance at a time
-    run(["./run.sh", "--python", sys.executable, "--inference_batch_size", "8"], recipe)
+    run(["./run.sh", "--python", sys.executable, "--inference_batch_size", "3"], recipe)
     opts = final_options(recipe)
-    assert (opts["python"], opts["batch_size"]) == (LAUNCH, "8")
+    assert (opts["python"], opts["batch_size"]) == (LAUNCH, "3")
     proc = run(["./run.sh", "--python", sys.executable, "--inference", "beam"], recipe, check=False)
     assert proc.returncode != 0 and "--inference beam: choose ctc_greedy or espnet" in proc.stderr
 

@@ -51,9 +51,8 @@
 #   --python [python3]      interpreter, or a prefix such as "coverage run --append"
 #   --inference []          ctc_greedy | espnet (see stage 12 above); default
 #                           ctc_greedy, espnet for a hybrid system
-#   --inference_batch_size [1] utterances per greedy decoding batch (asr.sh's
-#                           --batch_size); more is faster on a GPU but not
-#                           padding-invariant (see the README)
+#   --inference_batch_size [8] utterances per greedy decoding batch (asr.sh's
+#                           --batch_size); each decodes exactly as it does alone
 #   --inference_config []   default conf/decode_asr_ctc_greedy.yaml, for a hybrid
 #                           system with --inference espnet conf/decode_asr_hybrid.yaml
 #   --inference_asr_model [] default valid.cer_ctc.ave.pth, for a hybrid system
@@ -89,7 +88,7 @@ plm_cache_opts=
 fbank_nj=8
 python="${python:-python3}"
 inference=
-inference_batch_size=1
+inference_batch_size=8
 inference_config=
 inference_asr_model=
 train_set=train
