@@ -12,7 +12,7 @@ setup(
     version="0.1.0",
     description=(
         "Optimal-transport knowledge transfer from a pretrained language model "
-        "to ESPnet Conformer-CTC speech recognisers (OT-BERT, TOT-CAKT, GM-OT)"
+        "to ESPnet speech recognisers, CTC-only or hybrid CTC/attention (OT-BERT, TOT-CAKT, GM-OT)"
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
