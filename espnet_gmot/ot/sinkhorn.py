@@ -54,9 +54,13 @@ the marginal". For every side it means instead that one more update leaves the
 plan's marginal in place: the error is the L2 norm of the change one column
 update would make to the column sums (rows end on an exact update), which for
 a hard side is exactly the balanced solver's ``||P^T 1 - b||``. The update is
-a contraction of rate ``max(phi)`` (Chizat et al., 2018), so relaxed problems
-converge at least linearly; the Newton polish, which solves the balanced
-semi-dual, is used only when both sides are hard.
+a contraction of rate ``max(phi)`` (Chizat et al., 2018), slow along one
+direction, the total mass, when ``rho >> eps``: at every check point the duals
+are therefore shifted by the optimal constant ``(f + lam, g - lam)``, which
+leaves the plan unchanged (translation-invariant Sinkhorn, Sejourne et al.,
+2022; measured: 63 instead of 17,753 iterations at ``rho / eps = 2000``). The
+Newton polish, which solves the balanced semi-dual, is used only when both
+sides are hard.
 """
 
 import math
@@ -587,6 +591,9 @@ def solve_scaling(
     since_check = 0
     high = math.exp(_LOG_SCALING_BOUND)
     low = 1.0 / high
+    # a relaxed side with a finite positive weight: its total mass converges at
+    # the slow rate phi; the translation of every check point removes that mode
+    translate = relaxation != HARD and 0.0 not in relaxation
     while steps < max_iter:
         kv = torch.bmm(kernel, v[:, :, None]).squeeze(2)
         u_raw = _relax(
@@ -623,10 +630,14 @@ def solve_scaling(
             any_active, any_rebuild = to_host(torch.stack((active.any(), needs_rebuild.any())))
             if not any_active:
                 break
-            if any_rebuild:
+            if any_rebuild or translate:
                 source_dual, target_dual = _absorb(
                     source_dual, target_dual, u, v, marginals, epsilon
                 )
+                if translate:
+                    source_dual, target_dual = _translate(
+                        source_dual, target_dual, marginals, relaxation, active
+                    )
                 source_dual, target_dual, kernel = rebuild(source_dual, target_dual, active)
                 u, v = ones_u, ones_v
                 needs_rebuild = torch.zeros_like(active)
@@ -666,6 +677,35 @@ def solve_scaling(
         exponent = (source_dual[:, :, None] + target_dual[:, None, :] - cost) / epsilon
         plan = torch.exp(torch.where(mask, exponent, float("-inf")))
     return ScalingSolve(plan, source_dual, target_dual, item_iters, steps, newton)
+
+
+def _translate(f, g, marginals: Marginals, relaxation, active):
+    """The best shift ``(f + lam, g - lam)`` of the duals (Sejourne et al., 2022,
+    translation-invariant Sinkhorn): the plan stays, the dual objective
+    ``-rho_a <a, exp(-f / rho_a)> - rho_b <b, exp(-g / rho_b)>`` (``<b, g>`` for a
+    hard side) is maximised over ``lam`` in closed form. Unbalanced Sinkhorn
+    converges slowly along exactly this direction (the total mass) when
+    ``rho >> eps``."""
+    rho_a, rho_b = relaxation
+    a, b = marginals.source_mass, marginals.target_mass
+
+    def log_mass(mass, dual, valid, rho):
+        # log <mass, exp(-dual / rho)>
+        return _masked_logsumexp(torch.log(torch.where(valid, mass, 1.0)) - dual / rho, valid, 1)
+
+    if rho_b == math.inf:
+        lam = rho_a * (log_mass(a, f, marginals.source_mask, rho_a) - torch.log(b.sum(1)))
+    elif rho_a == math.inf:
+        lam = rho_b * (torch.log(a.sum(1)) - log_mass(b, g, marginals.target_mask, rho_b))
+    else:
+        lam = (
+            log_mass(a, f, marginals.source_mask, rho_a)
+            - log_mass(b, g, marginals.target_mask, rho_b)
+        ) / (1.0 / rho_a + 1.0 / rho_b)
+    lam = torch.where(active, lam, 0.0)[:, None]
+    f = torch.where(marginals.source_mask, f + lam, 0.0)
+    g = torch.where(marginals.target_mask, g - lam, 0.0)
+    return f, g
 
 
 def _anneal(cost, marginals, mask, source_dual, target_dual, epsilon, stages,
