@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import yaml
 
+from espnet_gmot import kaldi_data
 from espnet_gmot.bin.asr_inference_ctc_greedy import GreedyCTCDecoder
 from espnet2.bin.asr_inference import Speech2Text
 
@@ -60,11 +61,7 @@ AISHELL_VOCAB = 4233
 
 
 def read_text(path: Path):
-    result = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key, _, text = line.partition(" ")
-        result[key] = text.replace(" ", "")
-    return result
+    return {key: text.replace(" ", "") for key, text in kaldi_data.read_text(path).items()}
 
 
 def cer(hyps, refs):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from espnet_gmot.bin.asr_inference_ctc_greedy import get_parser, greedy_ctc_search
+from espnet_gmot.kaldi_data import read_kaldi_map, read_text
 from tests.helpers import espnet_pipeline as pipeline
 from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
 
@@ -82,8 +83,8 @@ def sharpened(tmp_path_factory):
     weight[0] = 0.0
     best_token_logits = []
     with torch.no_grad():
-        for line in (corpus["train"] / "wav.scp").read_text().splitlines():
-            wave, _ = soundfile.read(line.split()[1], dtype="float32")
+        for path in read_kaldi_map(corpus["train"] / "wav.scp").values():
+            wave, _ = soundfile.read(path, dtype="float32")
             speech = torch.from_numpy(wave)[None]
             encoded, _ = model.encode(speech, torch.tensor([speech.size(1)]))
             best_token_logits.append((encoded[0] @ weight[1:].T).max(-1).values)
@@ -110,11 +111,6 @@ def decode_greedy(sharpened, batch_size, name):
     return out / "1best_recog"
 
 
-def read(path):
-    return dict(line.split(" ", 1) if " " in line else (line, "")
-                for line in path.read_text(encoding="utf-8").splitlines())
-
-
 def reference_hypotheses(sharpened):
     """One utterance at a time through ESPnet's Speech2Text model loading, its
     encoder and its ``CTC.argmax``: best path, repeats collapsed, blanks dropped."""
@@ -128,8 +124,7 @@ def reference_hypotheses(sharpened):
                               beam_size=1, ctc_weight=1.0, device="cpu")
     model = speech2text.asr_model
     result = {}
-    for line in (sharpened["corpus"]["train"] / "wav.scp").read_text().splitlines():
-        key, path = line.split()
+    for key, path in read_kaldi_map(sharpened["corpus"]["train"] / "wav.scp").items():
         wave, _ = soundfile.read(path, dtype="float32")
         speech = torch.from_numpy(wave)[None]
         with torch.no_grad():
@@ -149,12 +144,12 @@ def test_batches_give_espnet_best_path_in_asr_inference_layout(sharpened):
     for batch_size in (1, 5):
         best = decode_greedy(sharpened, batch_size, f"greedy_{batch_size}")
         for name in ("text", "token", "token_int", "score"):
-            assert set(read(best / name)) == set(reference), name
-        texts, tokens, token_ints = read(best / "text"), read(best / "token"), read(best / "token_int")
+            assert set(read_text(best / name)) == set(reference), name
+        texts, tokens, token_ints = read_text(best / "text"), read_text(best / "token"), read_text(best / "token_int")
         for key, (text, token, token_int) in reference.items():
             assert (texts[key], tokens[key], token_ints[key]) == (text, token, token_int), (
                 batch_size, key)
-        assert all(float(score) < 0.0 for score in read(best / "score").values())
+        assert all(float(score) < 0.0 for score in read_text(best / "score").values())
 
 
 @pytest.mark.slow
@@ -166,7 +161,7 @@ def test_layout_is_the_one_asr_inference_writes(sharpened):
     best = decode_greedy(sharpened, 4, "greedy_layout")
     assert sorted(p.name for p in best.iterdir()) == sorted(p.name for p in espnet_dir.iterdir())
     for name in ("text", "token", "token_int", "score"):
-        assert list(read(best / name)) == list(read(espnet_dir / name)), name  # same key order
+        assert list(read_text(best / name)) == list(read_text(espnet_dir / name)), name  # same key order
 
 
 def test_sos_eos_is_never_emitted():
