@@ -176,7 +176,7 @@ class ESPnetGMOTModel(ESPnetASRModel):
         )
         self.transfer = _build_named(
             OTKnowledgeTransfer, "model_conf.transfer_conf", transfer_conf or {},
-            acoustic_dim=acoustic_dim,
+            acoustic_dim=acoustic_dim, key_prefix="model_conf.transfer_conf.",
         )
         self.teacher = _build_named(
             PLMTeacher, "model_conf.plm_conf", plm_conf or {},

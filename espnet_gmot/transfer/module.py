@@ -88,6 +88,9 @@ class OTKnowledgeTransfer(torch.nn.Module):
             ``unbalanced``, refused by ``balanced``.
         token_relaxation: ``rho_t >= 0``, weight of ``KL(g^T 1 | 1/l_t)`` on
             the token side. Required by ``unbalanced`` only.
+        key_prefix: prefix of the argument names in error messages, so that
+            they name the setting as the caller's configuration spells it (the
+            ESPnet glue passes its yaml section); empty: the bare argument names.
 
     With relaxed marginals the projection stays the coupling-weighted mean of
     frames, ``Z~_L = diag(1 / g^T 1) g^T H_A`` (eq. 20 with ``b`` replaced by the
@@ -127,24 +130,26 @@ class OTKnowledgeTransfer(torch.nn.Module):
         marginals: str = "balanced",
         frame_relaxation: Optional[float] = None,
         token_relaxation: Optional[float] = None,
+        key_prefix: str = "",
     ):
         super().__init__()
+        self.key_prefix = key = key_prefix
         self.marginal_relaxation = self._marginal_relaxation(
             marginals, frame_relaxation, token_relaxation
         )
         self.marginals = marginals
         if not 0.0 <= gw_weight < 1.0:
-            raise ValueError(f"gw_weight must lie in [0, 1), got {gw_weight}")
+            raise ValueError(f"{key}gw_weight must lie in [0, 1), got {gw_weight}")
         if temporal_weight < 0:
-            raise ValueError(f"temporal_weight must be >= 0, got {temporal_weight}")
+            raise ValueError(f"{key}temporal_weight must be >= 0, got {temporal_weight}")
         if not epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+            raise ValueError(f"{key}epsilon must be > 0, got {epsilon}")
         if gradient not in GRADIENT_MODES:
-            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+            raise ValueError(f"{key}gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
         if check_every < 1:
-            raise ValueError(f"check_every must be >= 1, got {check_every}")
+            raise ValueError(f"{key}check_every must be >= 1, got {check_every}")
         if newton_steps < 0:
-            raise ValueError(f"newton_steps must be >= 0, got {newton_steps}")
+            raise ValueError(f"{key}newton_steps must be >= 0, got {newton_steps}")
         self.check_every = check_every
         self.newton_steps = newton_steps
         self.plm_dim = plm_dim
@@ -164,14 +169,14 @@ class OTKnowledgeTransfer(torch.nn.Module):
         self.fusion_proj = torch.nn.Linear(plm_dim, acoustic_dim)  # FC3, TOT eq. 22
         self.fusion_output_norm = torch.nn.LayerNorm(acoustic_dim)
 
-    @staticmethod
     def _marginal_relaxation(
-        marginals: str, frame_relaxation: Optional[float], token_relaxation: Optional[float]
+        self, marginals: str, frame_relaxation: Optional[float], token_relaxation: Optional[float]
     ) -> Tuple[float, float]:
         """``(rho_a, rho_t)`` for the solvers (``inf``: hard), checked."""
+        prefix = self.key_prefix
         if marginals not in MARGINAL_MODES:
             raise ValueError(
-                f"transfer_conf.marginals must be one of {MARGINAL_MODES}, got {marginals!r}"
+                f"{prefix}marginals must be one of {MARGINAL_MODES}, got {marginals!r}"
             )
         needed = {
             "balanced": (),
@@ -182,19 +187,19 @@ class OTKnowledgeTransfer(torch.nn.Module):
         for key, value in given.items():
             if key in needed and value is None:
                 raise ValueError(
-                    f"transfer_conf.marginals: {marginals} needs transfer_conf.{key} "
+                    f"{prefix}marginals: {marginals} needs {prefix}{key} "
                     f"(a KL weight >= 0; 0 leaves that side free, larger values "
                     f"approach the balanced coupling)"
                 )
             if key not in needed and value is not None:
                 raise ValueError(
-                    f"transfer_conf.{key} is not used with transfer_conf.marginals: "
+                    f"{prefix}{key} is not used with {prefix}marginals: "
                     f"{marginals}; remove it, or choose "
                     f"{'unbalanced' if key == 'token_relaxation' else 'semi_relaxed or unbalanced'}"
                 )
             if value is not None and not (value >= 0 and math.isfinite(value)):
                 raise ValueError(
-                    f"transfer_conf.{key} must be a finite number >= 0 (use "
+                    f"{prefix}{key} must be a finite number >= 0 (use "
                     f"marginals: balanced for a hard constraint), got {value}"
                 )
         rho_frames = math.inf if frame_relaxation is None else float(frame_relaxation)
@@ -232,7 +237,7 @@ class OTKnowledgeTransfer(torch.nn.Module):
         if plm_states.size(-1) != self.plm_dim:
             raise ValueError(
                 f"PLM states have hidden size {plm_states.size(-1)} but the adapter "
-                f"projects to plm_dim={self.plm_dim}: set transfer_conf.plm_dim to "
+                f"projects to plm_dim={self.plm_dim}: set {self.key_prefix}plm_dim to "
                 f"{plm_states.size(-1)} (the PLM's hidden_size)"
             )
         with torch.autocast(device_type=adapted.device.type, enabled=False):

@@ -105,6 +105,15 @@ def test_cached_plm_states_give_the_same_loss_as_the_teacher(workspace):
     assert "plm_unk_rate" not in stats
 
 
+def test_bad_transfer_conf_values_name_the_yaml_key(workspace):
+    with pytest.raises(ValueError, match=r"needs model_conf\.transfer_conf\.frame_relaxation"):
+        build(workspace, transfer_conf={"marginals": "semi_relaxed"})
+    with pytest.raises(ValueError, match=r"model_conf\.transfer_conf\.epsilon must be > 0"):
+        build(workspace, transfer_conf={"epsilon": 0.0})
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['key_prefix'\]"):
+        build(workspace, transfer_conf={"key_prefix": "x."})
+
+
 def test_unknown_model_conf_keys_are_named(workspace):
     with pytest.raises(ValueError, match=r"Unknown key\(s\) \['gw_wieght'\] in model_conf\.transfer_conf"):
         build(workspace, transfer_conf={"gw_wieght": 0.1})
@@ -188,7 +197,7 @@ def test_missing_plm_names_the_model_conf_key(workspace, tmp_path):
 
 def test_plm_hidden_size_mismatch_is_named(workspace):
     model = build(workspace, transfer_conf={"plm_dim": 48})
-    with pytest.raises(ValueError, match="set transfer_conf.plm_dim to 32"):
+    with pytest.raises(ValueError, match=r"set model_conf\.transfer_conf\.plm_dim to 32"):
         model(**batch(workspace))
 
 

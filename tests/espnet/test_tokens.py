@@ -47,6 +47,6 @@ def test_transfer_and_ot_layers_know_nothing_of_espnet(layer):
             assert root not in ("espnet", "espnet2"), f"{source} imports {module}"
             assert not module.startswith("espnet_gmot.espnet"), f"{source} imports {module}"
         text = source.read_text(encoding="utf-8")
-        for token in ("<blank>", "<sos/eos>", "<space>", "<unk>", "token_list", "model_conf"):
+        for token in ("<blank>", "<sos/eos>", "<space>", "<unk>", "token_list", "model_conf", "transfer_conf"):
             assert token not in text, f"{source} mentions ESPnet's {token}"
     assert not hasattr(espnet_gmot.transfer, "token_ids_to_text")

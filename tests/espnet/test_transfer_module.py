@@ -142,7 +142,7 @@ def test_fewer_frames_than_tokens_and_empty_transcript_are_finite():
 def test_plm_dim_mismatch_names_the_key():
     module = make_module()
     a, _ = make_item(5, 3, 0)
-    with pytest.raises(ValueError, match="transfer_conf.plm_dim to 7"):
+    with pytest.raises(ValueError, match="set plm_dim to 7"):
         module.transfer_losses(module.adapt(a[None]), torch.tensor([5]),
                                torch.randn(1, 3, 7, dtype=torch.float64), torch.tensor([3]))
 
@@ -344,21 +344,23 @@ def test_relaxed_gradients_reach_the_adapter_and_padding_gets_none():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(marginals="partial"), "transfer_conf.marginals must be one of"),
-        (dict(marginals="semi_relaxed"), "needs transfer_conf.frame_relaxation"),
-        (dict(marginals="unbalanced", frame_relaxation=1.0), "needs transfer_conf.token_relaxation"),
-        (dict(frame_relaxation=1.0), "transfer_conf.frame_relaxation is not used"),
+        (dict(marginals="partial"), "cfg.marginals must be one of"),
+        (dict(marginals="semi_relaxed"), "needs cfg.frame_relaxation"),
+        (dict(marginals="unbalanced", frame_relaxation=1.0), "needs cfg.token_relaxation"),
+        (dict(frame_relaxation=1.0), "cfg.frame_relaxation is not used"),
         (dict(marginals="semi_relaxed", frame_relaxation=1.0, token_relaxation=1.0),
-         "transfer_conf.token_relaxation is not used"),
+         "cfg.token_relaxation is not used"),
         (dict(marginals="semi_relaxed", frame_relaxation=-1.0),
-         "transfer_conf.frame_relaxation must be a finite number >= 0"),
+         "cfg.frame_relaxation must be a finite number >= 0"),
         (dict(marginals="unbalanced", frame_relaxation=1.0, token_relaxation=float("inf")),
-         "transfer_conf.token_relaxation must be a finite number >= 0"),
+         "cfg.token_relaxation must be a finite number >= 0"),
+        (dict(gw_weight=1.0), "cfg.gw_weight must lie in"),
     ],
 )
 def test_bad_marginal_options_name_the_key(kwargs, message):
+    """Errors name each argument with the caller's prefix (the glue's yaml section)."""
     with pytest.raises(ValueError, match=message):
-        OTKnowledgeTransfer(4, plm_dim=4, **kwargs)
+        OTKnowledgeTransfer(4, plm_dim=4, key_prefix="cfg.", **kwargs)
 
 
 def test_balanced_is_the_default_and_has_no_mass_stat():
