@@ -11,7 +11,6 @@ from espnet_gmot.ot.costs import (
     pair_mask,
     structure_cost,
     temporal_cost,
-    uniform_marginals,
 )
 from espnet_gmot.ot.gromov import fused_gromov_wasserstein
 from espnet_gmot.ot.sinkhorn import (
@@ -32,5 +31,4 @@ __all__ = [
     "sinkhorn",
     "structure_cost",
     "temporal_cost",
-    "uniform_marginals",
 ]

@@ -147,15 +147,6 @@ def full_lengths(batch: int, length: int, device: torch.device) -> torch.Tensor:
     return torch.full((batch,), length, dtype=torch.long, device=device)
 
 
-def uniform_marginals(
-    lengths: torch.Tensor, max_len: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """Uniform masses ``1/lengths[b]`` over the valid positions, zero on padding."""
-    lengths = as_lengths("lengths", lengths)
-    mask = length_mask(lengths, max_len)
-    return mask.to(dtype) / lengths.to(dtype)[:, None]
-
-
 def _masked_unit_rows(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     # Zero padded rows *before* any product: a nan in a padded row would otherwise
     # reach valid cells through the backward pass of the matrix product. Normalise

@@ -9,8 +9,8 @@ from espnet_gmot.ot import (
     length_mask,
     structure_cost,
     temporal_cost,
-    uniform_marginals,
 )
+from espnet_gmot.ot.sinkhorn import Marginals
 
 
 def test_length_mask_and_uniform_marginals():
@@ -19,9 +19,11 @@ def test_length_mask_and_uniform_marginals():
         [True, True, True, False],
         [True, False, False, False],
     ]
-    masses = uniform_marginals(lengths, 4, torch.float64)
+    marginals = Marginals.uniform(lengths, torch.tensor([2, 2]), 4, 2, torch.float64)
+    masses = marginals.source_mass
     assert torch.allclose(masses.sum(1), torch.ones(2, dtype=torch.float64))
     assert masses[0, 3] == 0 and masses[1, 1:].abs().sum() == 0
+    assert masses[0, :3].tolist() == [1 / 3] * 3
 
 
 def test_cosine_cost_matches_hand_computation():
