@@ -40,7 +40,7 @@ srFGW gradient, and the unregularised objective against POT's.
 
 import math
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -52,6 +52,7 @@ from espnet_gmot.ot.sinkhorn import (
     HARD,
     Marginals,
     Relaxation,
+    ScalingOptions,
     TransportResult,
     annealing_stages,
     check_solver_options,
@@ -205,10 +206,13 @@ def fused_gromov_wasserstein(
             inputs = (problem.cost, work_source, work_target, constant)
             if gradient == "envelope":
                 inputs = tuple(t.detach() for t in inputs)
-            plan, item_iters, item_newton, n_outer, column_target = _mirror_descent(
-                *inputs, marginals, epsilon, gw_weight, outer_iter, inner_iter, tol,
-                outer_tol, overrelaxation, check_every, stages,
+            inner = ScalingOptions(
+                epsilon, inner_iter, tol, overrelaxation, check_every, stages,
                 newton_steps if gradient == "envelope" else 0, relaxation,
+            )
+            plan, item_iters, item_newton, n_outer, column_target = _mirror_descent(
+                *inputs, marginals, gw_weight=gw_weight, outer_iter=outer_iter,
+                outer_tol=outer_tol, inner=inner,
             )
             if relaxation != HARD:
                 constant = _square_loss_constant(
@@ -232,13 +236,24 @@ def fused_gromov_wasserstein(
 
 
 def _mirror_descent(
-    cost, source_structure, target_structure, constant, marginals, epsilon, gw_weight,
-    outer_iter, inner_iter, tol, outer_tol, overrelaxation, check_every, anneal_stages,
-    newton_steps, relaxation=HARD,
-):
-    """Returns the plan, each item's total inner iterations and Newton steps
+    cost: torch.Tensor,
+    source_structure: torch.Tensor,
+    target_structure: torch.Tensor,
+    constant: torch.Tensor,
+    marginals: Marginals,
+    *,
+    gw_weight: float,
+    outer_iter: int,
+    outer_tol: float,
+    inner: ScalingOptions,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, Optional[torch.Tensor]]:
+    """POT's projected mirror descent: ``g_{k+1} = Sinkhorn(G_k)`` warm-started
+    from the previous duals, with the inner solves run as ``inner`` says.
+
+    Returns the plan, each item's total inner iterations and Newton steps
     (device), the number of outer steps run and the last inner solve's column
     target (``None`` for a hard token side)."""
+    relaxation = inner.relaxation
     plan = marginals.source_mass[:, :, None] * marginals.target_mass[:, None, :]
     active = torch.ones(plan.size(0), dtype=torch.bool, device=plan.device)
     item_iters = torch.zeros(plan.size(0), dtype=torch.long, device=plan.device)
@@ -253,10 +268,7 @@ def _mirror_descent(
         gradient = (1.0 - gw_weight) * cost + gw_weight * 2.0 * _gw_tensor_product(
             constant, source_structure, target_structure, plan
         )
-        solved = solve_scaling(
-            gradient, marginals, epsilon, inner_iter, tol, source_dual, target_dual,
-            overrelaxation, check_every, anneal_stages, newton_steps, relaxation,
-        )
+        solved = solve_scaling(gradient, marginals, inner, source_dual, target_dual)
         source_dual, target_dual = solved.source_dual, solved.target_dual
         if solved.column_target is not None:
             column_target = solved.column_target if column_target is None else torch.where(

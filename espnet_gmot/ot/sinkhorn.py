@@ -496,6 +496,42 @@ def _relaxed_column_target(cost, marginals, mask, source_dual, epsilon, rho):
     return torch.where(marginals.target_mask, torch.exp(phi * log_b + (1.0 - phi) * lse), 0.0)
 
 
+@dataclass(frozen=True)
+class ScalingOptions:
+    """How :func:`solve_scaling` iterates: everything but the problem and its warm start.
+
+    Attributes:
+        epsilon: entropic regularisation.
+        max_iter: maximum number of iterations (annealing stages included).
+        tol: an item is frozen once the L2 norm of its column-marginal violation
+            is below ``tol``; the batch stops at the first check point where
+            every item is frozen.
+        overrelaxation: ``omega`` of over-relaxed Sinkhorn (Thibault et al.,
+            2017): ``u <- u^(1 - omega) (a / K v)^omega``; 1 is plain Sinkhorn.
+        check_every: iterations between host reads (stop / rebuild decisions).
+        anneal_stages: epsilon-scaling stages of a cold start, see the module
+            docstring; each item runs ``ceil(log2(its cost range / epsilon))`` of
+            them (at most this many), the last ones, so its path does not depend
+            on the other items of the batch. Ignored on a warm start.
+        newton_steps: at most this many Newton steps (:func:`_newton_polish`)
+            for the items still unconverged after ``max_iter`` iterations
+            (balanced problems only); on a cold solve with annealing, items
+            still unconverged after them are solved again along the epsilon
+            path (:func:`_newton_continuation`).
+        relaxation: ``(rho_a, rho_b)`` KL weights of the marginals (``inf``:
+            hard); see the module docstring for the update and the error.
+    """
+
+    epsilon: float
+    max_iter: int
+    tol: float
+    overrelaxation: float = 1.0
+    check_every: int = DEFAULT_CHECK_EVERY
+    anneal_stages: int = 0
+    newton_steps: int = 0
+    relaxation: Tuple[float, float] = HARD
+
+
 @dataclass
 class ScalingSolve:
     """What :func:`solve_scaling` returns; the duals represent the plan and can
@@ -514,43 +550,22 @@ class ScalingSolve:
 def solve_scaling(
     cost: torch.Tensor,
     marginals: Marginals,
-    epsilon: float,
-    max_iter: int,
-    tol: float,
+    options: ScalingOptions,
     source_dual: Optional[torch.Tensor] = None,
     target_dual: Optional[torch.Tensor] = None,
-    overrelaxation: float = 1.0,
-    check_every: int = DEFAULT_CHECK_EVERY,
-    anneal_stages: int = 0,
-    newton_steps: int = 0,
-    relaxation: Tuple[float, float] = HARD,
 ) -> ScalingSolve:
     """Stabilised Sinkhorn on a zero-padded cost; the engine of both solvers.
 
     Args:
         cost: ``(B, n, m)`` finite cost, zero on padded cells, working dtype.
         marginals: masses and masks of the batch.
-        epsilon: entropic regularisation.
-        max_iter: maximum number of iterations (annealing stages included).
-        tol: an item is frozen once the L2 norm of its column-marginal violation
-            is below ``tol``; the batch stops at the first check point where
-            every item is frozen.
+        options: how to iterate (:class:`ScalingOptions`).
         source_dual, target_dual: optional warm-start duals ``(B, n)``, ``(B, m)``.
-        overrelaxation: ``omega`` of over-relaxed Sinkhorn (Thibault et al.,
-            2017): ``u <- u^(1 - omega) (a / K v)^omega``; 1 is plain Sinkhorn.
-        check_every: iterations between host reads (stop / rebuild decisions).
-        anneal_stages: epsilon-scaling stages of a cold start, see the module
-            docstring; each item runs ``ceil(log2(its cost range / epsilon))`` of
-            them (at most this many), the last ones, so its path does not depend
-            on the other items of the batch. Ignored on a warm start.
-        newton_steps: at most this many Newton steps (:func:`_newton_polish`)
-            for the items still unconverged after ``max_iter`` iterations
-            (balanced problems only); on a cold solve with annealing, items
-            still unconverged after them are solved again along the epsilon
-            path (:func:`_newton_continuation`).
-        relaxation: ``(rho_a, rho_b)`` KL weights of the marginals (``inf``:
-            hard); see the module docstring for the update and the error.
     """
+    epsilon, max_iter, tol = options.epsilon, options.max_iter, options.tol
+    overrelaxation, check_every = options.overrelaxation, options.check_every
+    anneal_stages, newton_steps = options.anneal_stages, options.newton_steps
+    relaxation = options.relaxation
     rho_a, rho_b = relaxation
     mask = marginals.pair_mask
     a, b = marginals.source_mass, marginals.target_mass
@@ -1035,14 +1050,10 @@ def sinkhorn(
             solved = solve_scaling(
                 work_cost if gradient == "unrolled" else work_cost.detach(),
                 problem.marginals,
-                epsilon,
-                max_iter,
-                tol,
-                overrelaxation=overrelaxation,
-                check_every=check_every,
-                anneal_stages=stages,
-                newton_steps=newton_steps if gradient == "envelope" else 0,
-                relaxation=relaxation,
+                ScalingOptions(
+                    epsilon, max_iter, tol, overrelaxation, check_every, stages,
+                    newton_steps if gradient == "envelope" else 0, relaxation,
+                ),
             )
         value = (work_cost * solved.plan).sum((1, 2))
         described = dict(epsilon=epsilon, gw_weight=0.0, **(setting or {}))
