@@ -8,7 +8,8 @@ of utterances whose lengths differ by up to 8x, against each utterance alone.
 import pytest
 import torch
 
-from espnet_gmot.bin.asr_inference_ctc_greedy import BatchInvariance, greedy_ctc_search
+from espnet_gmot.bin.asr_inference_ctc_greedy import greedy_ctc_search
+from espnet_gmot.espnet.batch_invariance import BatchInvariance
 
 VOCAB = 12
 FEAT_DIM = 20
