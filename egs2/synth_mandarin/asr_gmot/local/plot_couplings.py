@@ -26,7 +26,8 @@ from matplotlib import font_manager  # noqa: E402
 from espnet_gmot.kaldi_data import read_text  # noqa: E402
 
 CJK_FONTS = ("WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Droid Sans Fallback")
-TITLES = {"otbert": "OT-BERT", "totcakt": "TOT-CAKT", "gmot": "GM-OT"}
+TITLES = {"otbert": "OT-BERT", "totcakt": "TOT-CAKT", "gmot": "GM-OT",
+          "gmot_relaxed": "GM-OT, relaxed frames", "hybrid_gmot": "GM-OT, hybrid"}
 
 
 def cjk_font():
