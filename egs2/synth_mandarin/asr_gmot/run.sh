@@ -2,16 +2,19 @@
 # The whole espnet-gmot pipeline on a Mandarin corpus generated here, on CPU:
 #
 #   1 corpus    espeak-ng speaks HSK sentences in the AISHELL-1 layout
-#   2 teacher   a small character BERT pretrained (masked LM) on People's Daily
+#   2 teacher   a small character BERT pretrained (masked LM) on People's Daily, and
+#               its untrained copy (same architecture, random weights) for gmot_control
 #   3 data      Kaldi data dirs and ESPnet's char token list
 #   4 features  Kaldi-compatible 80 fbank + 3 pitch (espnet_gmot.bin.dump_fbank_pitch)
 #   5 stats     ESPnet collect-stats (shapes, global mean/variance)
 #   6 train     stock Conformer-CTC baseline, OT-BERT, TOT-CAKT, GM-OT (optionally the
-#               hybrid CTC/attention pair hybrid_baseline, hybrid_gmot)
+#               hybrid CTC/attention pair hybrid_baseline, hybrid_gmot, and the control
+#               gmot_control), once per seed: exp/asr_<system>_seed<seed>
 #   7 decode    dev and test: CTC greedy (batched best path; or ESPnet's beam search);
 #               hybrid systems: ESPnet's joint CTC/attention beam search
 #   8 score     CER with sclite (Debian sctk)
-#   9 report    RESULTS.md and coupling heat maps (PNG)
+#   9 report    RESULTS.md (CER mean and deviation over seeds, paired bootstrap intervals
+#               against the baseline, homophone-position errors) and coupling heat maps
 #
 # Every Python step of ESPnet runs through `python3 -m espnet_gmot.launch`.
 # Stages reuse finished outputs; --stage/--stop_stage pick a range.
@@ -21,8 +24,13 @@ stage=1
 stop_stage=9
 nj=2                                   # parallel jobs (synthesis, features, decoding)
 python=python3
-systems="baseline otbert totcakt gmot" # conf/train_asr_<system>.yaml; also hybrid_baseline
+systems="baseline otbert totcakt gmot" # conf/train_asr_<system>.yaml; also gmot_control (GM-OT with
+                                       # an untrained teacher), gmot_relaxed, hybrid_baseline and
                                        # hybrid_gmot (Conformer + Transformer decoder)
+seeds="0"                              # ESPnet --seed values: each system trains once per seed
+train_args=""                          # extra options of espnet2.bin.asr_train for every system,
+                                       # e.g. "--model_conf transfer_conf.gw_weight=0.1"
+tag=""                                 # names runs trained with train_args: exp/asr_<system>_<tag>_seed<seed>
 corpus_opts=""                         # extra options of local/make_corpus.py (e.g. --tiny)
 corpus_size="--train_utts_per_speaker 80 --eval_utts_per_speaker 20 --speed_range 160 200"  # sized for the 30-minute budget
 plm_minutes=3                          # teacher pretraining budget
@@ -36,11 +44,11 @@ inference=ctc_greedy                   # CTC-only systems. ctc_greedy: espnet_gm
                                        # espnet2.bin.asr_inference and conf/decode_asr_hybrid.yaml.
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'
     echo "Options (default):"
     for name in ${option_names}; do printf '  --%s (%s)\n' "${name}" "${!name}"; done
 }
-option_names="stage stop_stage nj python systems corpus_opts corpus_size plm_minutes plm_opts max_epoch test_sets plot_utts inference"
+option_names="stage stop_stage nj python systems seeds train_args tag corpus_opts corpus_size plm_minutes plm_opts max_epoch test_sets plot_utts inference"
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -57,12 +65,21 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+for seed in ${seeds}; do
+    [[ "${seed}" =~ ^[0-9]+$ ]] || { echo "run.sh: --seeds takes non-negative integers, got '${seed}'" >&2; exit 2; }
+done
+[ -n "${seeds// /}" ] || { echo "run.sh: --seeds is empty; give at least one seed, e.g. --seeds 0" >&2; exit 2; }
+[[ "${tag}" =~ ^[A-Za-z0-9._=+-]*$ ]] || { echo "run.sh: --tag '${tag}' may hold only letters, digits and ._=+-" >&2; exit 2; }
 case "${inference}" in
     ctc_greedy|espnet) ;;
     *) echo "run.sh: --inference must be ctc_greedy or espnet, got '${inference}'" >&2; exit 2 ;;
 esac
 
 cd "$(dirname "$0")"
+for system in ${systems}; do
+    [ -f "conf/train_asr_${system}.yaml" ] \
+        || { echo "run.sh: --systems names '${system}' but conf/train_asr_${system}.yaml does not exist" >&2; exit 2; }
+done
 launch="${python} -m espnet_gmot.launch -m"
 corpus=downloads
 token_list=data/zh_token_list/char/tokens.txt
@@ -94,7 +111,8 @@ train_teacher() {
     # shellcheck disable=SC2086
     ${python} local/train_teacher_plm.py --out_dir exp/teacher_plm \
         --corpus_manifest "${corpus}/data_aishell/manifest.tsv" \
-        --max_minutes "${plm_minutes}" ${plm_opts}
+        --max_minutes "${plm_minutes}" ${plm_opts} \
+        --control_dir exp/teacher_plm_control
 }
 
 prepare_data() {
@@ -132,16 +150,32 @@ collect_stats() {
         || { tail -n 20 exp/collect_stats.log; exit 1; }
 }
 
-train_systems() {
-    local system dir start extra=()
-    [ -n "${max_epoch}" ] && extra=(--max_epoch "${max_epoch}")
+run_dir() {  # run_dir SYSTEM SEED: the exp dir of one training
+    echo "exp/asr_$1${tag:+_${tag}}_seed$2"
+}
+
+runs() {  # every exp dir of this invocation, systems outer, seeds inner
+    local system seed
     for system in ${systems}; do
-        dir=exp/asr_${system}
+        for seed in ${seeds}; do
+            run_dir "${system}" "${seed}"
+        done
+    done
+}
+
+train_systems() {
+    local system seed dir start extra=()
+    [ -n "${max_epoch}" ] && extra+=(--max_epoch "${max_epoch}")
+    # shellcheck disable=SC2206
+    extra+=(${train_args})
+    for system in ${systems}; do
+      for seed in ${seeds}; do
+        dir=$(run_dir "${system}" "${seed}")
         if [ -f "${dir}/.done" ]; then
             log "  ${dir} trained, kept"
             continue
         fi
-        log "  training ${system} (log: ${dir}/train.log)"
+        log "  training ${system} with seed ${seed} (log: ${dir}/train.log)"
         mkdir -p "${dir}"
         start=$(date +%s)
         # shellcheck disable=SC2046
@@ -152,11 +186,12 @@ train_systems() {
             --train_shape_file "${stats}/train/speech_shape" \
             --valid_shape_file "${stats}/valid/speech_shape" --fold_length 800 \
             $(data_args train train) $(data_args valid dev) \
-            --resume true --ngpu 0 --output_dir "${dir}" "${extra[@]}" > "${dir}/train.log" 2>&1 \
+            --resume true --ngpu 0 --seed "${seed}" --output_dir "${dir}" "${extra[@]}" > "${dir}/train.log" 2>&1 \
             || { tail -n 30 "${dir}/train.log"; exit 1; }
         echo $(( $(date +%s) - start )) > "${dir}/train_seconds"
         grep "epoch results" "${dir}/train.log" | tail -n 1 | sed 's/.*\[valid\]/  last epoch [valid]/' || true
         touch "${dir}/.done"
+      done
     done
 }
 
@@ -165,25 +200,29 @@ is_hybrid() {  # is_hybrid SYSTEM: its config has an attention decoder
 }
 
 decode_systems() {
-    local system set out greedy_systems="" espnet_systems=""
+    local system seed set out greedy_runs="" espnet_runs=""
     for system in ${systems}; do
-        if [ "${inference}" = ctc_greedy ] && ! is_hybrid "${system}"; then
-            greedy_systems+="${system} "
-        else
-            espnet_systems+="${system} "
-        fi
+        for seed in ${seeds}; do
+            if [ "${inference}" = ctc_greedy ] && ! is_hybrid "${system}"; then
+                greedy_runs+="$(run_dir "${system}" "${seed}") "
+            else
+                espnet_runs+="${system}:${seed} "
+            fi
+        done
     done
-    if [ -n "${greedy_systems}" ]; then
+    if [ -n "${greedy_runs}" ]; then
         # Batched greedy decoding is so fast that ESPnet's start-up dominates:
-        # one process decodes every CTC-only system and set.
-        ${python} local/decode_greedy.py --systems "${greedy_systems% }" --sets "${test_sets}" \
+        # one process decodes every CTC-only run and set.
+        ${python} local/decode_greedy.py --runs "${greedy_runs% }" --sets "${test_sets}" \
             --feats "${feats}" > exp/decode_greedy.log 2>&1 \
             || { tail -n 30 exp/decode_greedy.log; exit 1; }
     fi
-    # ESPnet's decoder: one job per (system, set), at most $nj at a time.
-    for system in ${espnet_systems}; do
+    # ESPnet's decoder: one job per (run, set), at most $nj at a time.
+    for run in ${espnet_runs}; do
+        system=${run%:*}
+        seed=${run#*:}
         for set in ${test_sets}; do
-            out=exp/asr_${system}/decode_${set}
+            out=$(run_dir "${system}" "${seed}")/decode_${set}
             if [ -f "${out}/text" ]; then
                 log "  ${out} exists, kept"
                 continue
@@ -191,8 +230,8 @@ decode_systems() {
             while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do
                 wait -n || fail_decoding
             done
-            log "  decoding ${set} with ${system}"
-            decode_one "${system}" "${set}" &
+            log "  decoding ${set} with ${system}, seed ${seed}"
+            decode_one "${system}" "${seed}" "${set}" &
         done
     done
     while [ "$(jobs -rp | wc -l)" -gt 0 ]; do
@@ -200,8 +239,10 @@ decode_systems() {
     done
 }
 
-decode_one() {  # decode_one SYSTEM SET: writes exp/asr_SYSTEM/decode_SET/text atomically
-    local dir=exp/asr_$1 out=exp/asr_$1/decode_$2
+decode_one() {  # decode_one SYSTEM SEED SET: writes <run dir>/decode_SET/text atomically
+    local dir out
+    dir=$(run_dir "$1" "$2")
+    out=${dir}/decode_$3
     local config=conf/decode_asr_ctc_greedy.yaml model=valid.cer_ctc.ave.pth
     if is_hybrid "$1"; then
         # joint CTC/attention beam search on the model ranked by attention accuracy
@@ -211,12 +252,12 @@ decode_one() {  # decode_one SYSTEM SET: writes exp/asr_SYSTEM/decode_SET/text a
     rm -rf "${out}.tmp"
     mkdir -p "${out}.tmp"
     ${launch} espnet2.bin.asr_inference --ngpu 0 --batch_size 1 \
-        --data_path_and_name_and_type "${feats}/$2/feats.scp,speech,kaldi_ark" \
+        --data_path_and_name_and_type "${feats}/$3/feats.scp,speech,kaldi_ark" \
         --asr_train_config "${dir}/config.yaml" \
         --asr_model_file "${dir}/${model}" \
         --config "${config}" \
         --output_dir "${out}.tmp/output" > "${out}.tmp/decode.log" 2>&1 \
-        || { echo "decoding $2 with $1 failed; see ${out}.tmp/decode.log" >&2; return 1; }
+        || { echo "decoding $3 with $1 (seed $2) failed; see ${out}.tmp/decode.log" >&2; return 1; }
     sort "${out}.tmp/output/1best_recog/text" > "${out}.tmp/text"
     rm -rf "${out}"
     mv "${out}.tmp" "${out}"
@@ -236,17 +277,17 @@ sclite_bin() {
 }
 
 score_systems() {
-    local system set out sclite
+    local dir set out sclite
     sclite=$(sclite_bin)
-    for system in ${systems}; do
+    for dir in $(runs); do
         for set in ${test_sets}; do
-            out=exp/asr_${system}/decode_${set}
+            out=${dir}/decode_${set}
             mkdir -p "${out}/score_cer"
             to_trn "data/${set}/text" "data/${set}/utt2spk" > "${out}/score_cer/ref.trn"
             to_trn "${out}/text" "data/${set}/utt2spk" > "${out}/score_cer/hyp.trn"
             "${sclite}" -r "${out}/score_cer/ref.trn" trn -h "${out}/score_cer/hyp.trn" trn \
                 -i rm -o all stdout > "${out}/score_cer/result.txt"
-            log "  ${system} ${set}: $(grep -e Avg -e SPKR -m 2 "${out}/score_cer/result.txt" | tail -n 1 | tr -s ' ')"
+            log "  ${dir#exp/} ${set}: $(grep -e Avg -e SPKR -m 2 "${out}/score_cer/result.txt" | tail -n 1 | tr -s ' ')"
         done
     done
 }
@@ -263,10 +304,11 @@ for utt, text in texts.items():
 }
 
 report() {
-    ${python} local/plot_couplings.py --exp exp --systems "${systems}" --feats "${feats}/test" \
-        --data data/test --num_utts "${plot_utts}"
-    ${python} local/write_results.py --exp exp --systems "${systems}" --sets "${test_sets}" \
-        --inference "${inference}" --output RESULTS.md
+    local first_seed=${seeds%% *}
+    ${python} local/plot_couplings.py --exp exp --systems "${systems}" --seed "${first_seed}" \
+        --tag "${tag}" --feats "${feats}/test" --data data/test --num_utts "${plot_utts}"
+    ${python} local/write_results.py --exp exp --systems "${systems}" --seeds "${seeds}" \
+        --tag "${tag}" --sets "${test_sets}" --inference "${inference}" --output RESULTS.md
     log "  wrote $(pwd)/RESULTS.md"
 }
 

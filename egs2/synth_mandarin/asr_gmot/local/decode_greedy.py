@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Stage 7 with ``--inference ctc_greedy``: every system and set in one process.
+"""Stage 7 with ``--inference ctc_greedy``: every run and set in one process.
 
 Each decoding is ``espnet_gmot.bin.asr_inference_ctc_greedy`` with the arguments
 a per-job command would get; one process pays ESPnet's start-up (about 15 s on
-2 cores, far more than decoding these sets) once instead of once per system and
-set. Writes ``exp/asr_<system>/decode_<set>/{text,output/1best_recog/*}``
-atomically, like run.sh's ``decode_one``; finished decodings are kept.
+2 cores, far more than decoding these sets) once instead of once per run and
+set. Writes ``<run dir>/decode_<set>/{text,output/1best_recog/*}`` atomically,
+like run.sh's ``decode_one``; finished decodings are kept.
 """
 
 import argparse
@@ -15,8 +15,8 @@ from pathlib import Path
 from espnet_gmot.bin.asr_inference_ctc_greedy import DEFAULT_BATCH_SIZE, get_parser, inference
 
 
-def decode(system: str, name: str, args) -> None:
-    out = Path("exp") / f"asr_{system}" / f"decode_{name}"
+def decode(run_dir: Path, name: str, args) -> None:
+    out = run_dir / f"decode_{name}"
     if (out / "text").exists():
         print(f"{out} exists, kept", flush=True)
         return
@@ -35,12 +35,13 @@ def decode(system: str, name: str, args) -> None:
     (staging / "text").write_text("".join(sorted(hyps.splitlines(keepends=True))), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    print(f"decoded {name} with {system}", flush=True)
+    print(f"decoded {name} with {run_dir}", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--systems", required=True, help="e.g. 'baseline gmot'")
+    parser.add_argument("--runs", required=True,
+                        help="exp dirs of trained models, e.g. 'exp/asr_baseline_seed0 exp/asr_gmot_seed0'")
     parser.add_argument("--sets", required=True, help="e.g. 'dev test'")
     parser.add_argument("--feats", default="dump/fbank_pitch")
     parser.add_argument("--model_file", default="valid.cer_ctc.ave.pth")
@@ -48,9 +49,9 @@ def main():
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="utterances per batch; every one decodes as it does alone")
     args = parser.parse_args()
-    for system in args.systems.split():
+    for run_dir in args.runs.split():
         for name in args.sets.split():
-            decode(system, name, args)
+            decode(Path(run_dir), name, args)
 
 
 if __name__ == "__main__":

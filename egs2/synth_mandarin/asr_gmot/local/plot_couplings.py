@@ -6,11 +6,12 @@ ESPnet's decoder does, runs the encoder, the adapter and the OT branch with the
 teacher's states of the reference transcript, and draws the coupling: frames
 (time) across, tokens ``[CLS] ... [SEP]`` down. One PNG per utterance puts the
 methods side by side: ``<out_dir>/<utt>.png`` (default ``couplings/``, next
-to RESULTS.md).
+to RESULTS.md). The models are those trained with ``--seed``.
 """
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import kaldiio
@@ -25,8 +26,12 @@ from matplotlib import font_manager  # noqa: E402
 
 from espnet_gmot.kaldi_data import read_text  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runs import run_dir  # noqa: E402
+
 CJK_FONTS = ("WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Droid Sans Fallback")
 TITLES = {"otbert": "OT-BERT", "totcakt": "TOT-CAKT", "gmot": "GM-OT",
+          "gmot_control": "GM-OT, untrained teacher",
           "gmot_relaxed": "GM-OT, relaxed frames", "hybrid_gmot": "GM-OT, hybrid"}
 
 
@@ -78,6 +83,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exp", type=Path, default=Path("exp"))
     parser.add_argument("--systems", default="baseline otbert totcakt gmot")
+    parser.add_argument("--seed", default="0", help="the seed whose models are drawn")
+    parser.add_argument("--tag", default="", help="run.sh's --tag")
     parser.add_argument("--feats", type=Path, required=True, help="dump dir with feats.scp")
     parser.add_argument("--data", type=Path, required=True, help="data dir with text")
     parser.add_argument("--num_utts", type=int, default=3)
@@ -87,7 +94,7 @@ def main():
 
     systems = []
     for system in args.systems.split():
-        config = yaml.safe_load((args.exp / f"asr_{system}" / "config.yaml").read_text())
+        config = yaml.safe_load((run_dir(args.exp, system, args.seed, args.tag) / "config.yaml").read_text())
         if config.get("model") == "gmot":
             systems.append(system)
     if not systems:
@@ -96,7 +103,7 @@ def main():
     texts = read_text(args.data / "text")
     feats = kaldiio.load_scp(str(args.feats / "feats.scp"))
     utts = sorted(texts)[: args.num_utts]
-    models = {s: load_model(args.exp / f"asr_{s}") for s in systems}
+    models = {s: load_model(run_dir(args.exp, s, args.seed, args.tag)) for s in systems}
     font = cjk_font()
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,11 @@ most-frequent-character baseline), ``pretrain_text.txt`` (exactly the
 training text, one sequence per line) and ``.teacher_done.json`` (a marker
 holding the run's configuration; a re-run with the same configuration
 returns at once).
+
+With ``--control_dir``, the control teacher is written there too: the same
+architecture, configuration and tokenizer with untrained (randomly
+initialised) weights, so that a GM-OT system reading it runs the same
+adapter, losses and solver with no linguistic knowledge.
 """
 
 from __future__ import annotations
@@ -396,6 +401,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
                              "to the 1-minute load average, at most 2 (a second thread on a core "
                              "another process keeps busy makes each step several times slower)")
     parser.add_argument("--log_every", type=int, default=200, help="steps between progress lines")
+    parser.add_argument("--control_dir", type=Path, default=None,
+                        help="also write the untrained control teacher (same architecture and "
+                             "tokenizer, random weights) here")
+    parser.add_argument("--control_seed", type=int, default=1,
+                        help="initialisation seed of the control teacher")
     return parser
 
 
@@ -415,7 +425,8 @@ def run_config(args: argparse.Namespace, text: PretrainingText) -> dict:
     """Everything that determines the trained model (threads only change speed)."""
     # Input paths are left out on purpose: the text digests below identify the
     # data, so moving the same files does not force a retraining.
-    ignored = {"num_threads", "log_every", "out_dir", "pd_corpus", "corpus_manifest", "exclude_sentences"}
+    ignored = {"num_threads", "log_every", "out_dir", "pd_corpus", "corpus_manifest", "exclude_sentences",
+               "control_dir", "control_seed"}
     config = {key: value for key, value in vars(args).items() if key not in ignored}
     config["train_text_sha256"] = text_digest(text.train)
     config["heldout_text_sha256"] = text_digest(text.heldout)
@@ -619,9 +630,39 @@ def train_teacher(args: argparse.Namespace) -> dict:
     return summary
 
 
+def write_control_teacher(teacher_dir: Path, control_dir: Path, seed: int) -> None:
+    """Save an untrained copy of the teacher in ``teacher_dir`` to ``control_dir``:
+    the same ``config.json`` and tokenizer, weights drawn by BERT's own
+    initialisation with ``seed``.  Kept when it was made from this very teacher."""
+    marker = control_dir / DONE_MARKER
+    record = {"teacher_config": json.loads((teacher_dir / DONE_MARKER).read_text(encoding="utf-8")),
+              "control_seed": seed, "format_version": FORMAT_VERSION}
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == record:
+        print(f"control teacher already in {control_dir} (same teacher and seed); nothing to do")
+        return
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    partial = control_dir.with_name(control_dir.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    torch.manual_seed(seed)
+    BertModel(BertConfig.from_pretrained(str(teacher_dir))).save_pretrained(partial)
+    BertTokenizer.from_pretrained(str(teacher_dir)).save_pretrained(partial)
+    atomic_write_json(partial / DONE_MARKER, record)
+    if control_dir.exists():
+        shutil.rmtree(control_dir)
+    partial.rename(control_dir)
+    print(f"saved the untrained control teacher (seed {seed}) to {control_dir}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_arg_parser().parse_args(argv)
     train_teacher(args)
+    if args.control_dir is not None:
+        write_control_teacher(args.out_dir, args.control_dir, args.control_seed)
 
 
 if __name__ == "__main__":

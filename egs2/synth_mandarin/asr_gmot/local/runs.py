@@ -1,0 +1,38 @@
+"""Where run.sh puts a training run, and what its logs say (shared by stage 9 and the sweep)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def run_dir(exp: Path, system: str, seed: int | str, tag: str = "") -> Path:
+    """``exp/asr_<system>[_<tag>]_seed<seed>``: run.sh's ``run_dir``."""
+    return Path(exp) / f"asr_{system}{'_' + tag if tag else ''}_seed{seed}"
+
+
+_EPOCH_RESULTS = re.compile(r"(\d+)epoch results: (.*)$")
+_SECTION = re.compile(r"\[(train|valid)\] (.*?)(?=, \[(?:train|valid)\]|$)")
+
+
+def last_epoch_stats(train_log: Path, section: str = "valid") -> dict[str, float]:
+    """The ``[valid]`` (or ``[train]``) statistics of the last epoch that ESPnet's
+    trainer logged in ``train_log`` ("4epoch results: [train] loss=..., [valid] ...")."""
+    last = None
+    for line in Path(train_log).read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _EPOCH_RESULTS.search(line)
+        if match:
+            last = match.group(2)
+    if last is None:
+        raise ValueError(f"{train_log}: no 'epoch results' line; did the training finish?")
+    for name, body in _SECTION.findall(last):
+        if name == section:
+            stats = {}
+            for item in body.split(", "):
+                key, _, value = item.partition("=")
+                try:
+                    stats[key.strip()] = float(value)
+                except ValueError:
+                    continue  # "time=54.83 seconds" and the like
+            return stats
+    raise ValueError(f"{train_log}: the last epoch results have no [{section}] section")
