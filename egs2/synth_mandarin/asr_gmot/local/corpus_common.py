@@ -140,3 +140,17 @@ def read_manifest(path: Path) -> list[ManifestRow]:
                 )
             )
     return rows
+
+
+def chars_by_syllable(rows: Iterable[ManifestRow]) -> dict[str, set[str]]:
+    """Toned syllable -> the characters that stand for it anywhere in the corpus.
+
+    The synthesiser speaks the syllable, so its audio is the same whatever
+    character it stands for: a syllable with several characters is a
+    homophone set that only linguistic context can resolve.
+    """
+    table: dict[str, set[str]] = {}
+    for row in rows:
+        for char, syllable in zip(row.text, row.pinyin.split()):
+            table.setdefault(syllable, set()).add(char)
+    return table

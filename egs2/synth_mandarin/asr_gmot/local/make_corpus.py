@@ -58,6 +58,7 @@ from corpus_common import (  # noqa: E402
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    chars_by_syllable,
     hanzi_only,
     write_manifest,
 )
@@ -480,18 +481,15 @@ def corpus_statistics(rows: Sequence[ManifestRow], coverage_threshold: int = 5) 
 
     # Syllable -> character statistics over the whole corpus (the audio of a
     # syllable is identical whatever character it stands for).
-    chars_by_syllable: dict[str, set[str]] = collections.defaultdict(set)
-    train_pairs: collections.Counter = collections.Counter()
-    for r in rows:
-        for char, syllable in zip(r.text, r.pinyin.split()):
-            chars_by_syllable[syllable].add(char)
-            if r.split == "train":
-                train_pairs[(syllable, char)] += 1
+    homophones = chars_by_syllable(rows)
+    train_pairs: collections.Counter = collections.Counter(
+        (syllable, char) for r in by_split["train"] for char, syllable in zip(r.text, r.pinyin.split())
+    )
     best_char: dict[str, str] = {}
     for (syllable, char), count in sorted(train_pairs.items()):
         if syllable not in best_char or count > train_pairs[(syllable, best_char[syllable])]:
             best_char[syllable] = char
-    ambiguous_syllables = {s for s, chars in chars_by_syllable.items() if len(chars) > 1}
+    ambiguous_syllables = {s for s, chars in homophones.items() if len(chars) > 1}
 
     test_rows = by_split["test"]
     with_homophones = 0
@@ -511,14 +509,14 @@ def corpus_statistics(rows: Sequence[ManifestRow], coverage_threshold: int = 5) 
                 homophone_examples[syllable] += 1
     test_chars = sum(len(r.text) for r in test_rows)
     stats["homophones"] = {
-        "syllables_in_corpus": len(chars_by_syllable),
+        "syllables_in_corpus": len(homophones),
         "syllables_with_several_chars": len(ambiguous_syllables),
         "test_sentences": len(test_rows),
         "test_sentences_with_homophones": with_homophones,
         "test_sentences_needing_context": needing_context,
         "syllable_oracle_test_cer_pct": round(100.0 * oracle_errors / max(1, test_chars), 2),
         "frequent_test_homophone_sets": {
-            s: "".join(sorted(chars_by_syllable[s])) for s, _ in homophone_examples.most_common(12)
+            s: "".join(sorted(homophones[s])) for s, _ in homophone_examples.most_common(12)
         },
     }
     return stats

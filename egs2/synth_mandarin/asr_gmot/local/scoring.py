@@ -1,0 +1,173 @@
+"""What stage 9 reads from sclite, and the statistics it adds to sclite's CER.
+
+* :func:`sclite_error` and :func:`read_sclite_alignments` read sclite's
+  ``-o all`` report (run.sh stage 8): the corpus CER, and each utterance's
+  alignment of reference and hypothesis characters (sclite's own, so every
+  figure here agrees with its CER);
+* :func:`homophone_scores`: errors at the reference characters whose toned
+  syllable other characters of the corpus share (the audio cannot tell them
+  apart; only linguistic context can), with substitutions by a homophone
+  counted apart;
+* :func:`paired_bootstrap`: a confidence interval of the CER difference of
+  two systems decoded on the same utterances, by resampling utterances
+  (Koehn 2004, "Statistical significance tests for machine translation
+  evaluation"; Bisani and Ney 2004 for speech recognition).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+# One aligned position: (reference character, hypothesis character); None on
+# the side sclite writes as "***" (an insertion has no reference character,
+# a deletion no hypothesis character).
+Pair = tuple[str | None, str | None]
+
+
+def sclite_error(result: Path) -> float:
+    """The 'Err' percentage of sclite's Sum/Avg line."""
+    for line in Path(result).read_text(encoding="utf-8", errors="replace").splitlines():
+        if "Sum/Avg" in line:
+            fields = [f for f in re.split(r"[|\s]+", line) if f]
+            # | Sum/Avg | #Snt #Wrd | Corr Sub Del Ins Err S.Err |
+            return float(fields[7])
+    raise ValueError(f"{result}: no Sum/Avg line; did sclite run?")
+
+
+def read_sclite_alignments(result: Path, utt2spk: Mapping[str, str]) -> dict[str, list[Pair]]:
+    """Each utterance's alignment from the "DUMP OF SYSTEM ALIGNMENT STRUCTURE"
+    of sclite's report, keyed by utterance id.
+
+    The trn ids were ``(<speaker>-<utterance>)``, which sclite lower-cases;
+    ``utt2spk`` maps them back. Every utterance of ``utt2spk`` must be there.
+    """
+    by_trn_id = {f"{spk}-{utt}".lower(): utt for utt, spk in utt2spk.items()}
+    alignments: dict[str, list[Pair]] = {}
+    lines = Path(result).read_text(encoding="utf-8", errors="replace").splitlines()
+    utt = None
+    ref: list[str] | None = None
+    for number, line in enumerate(lines, 1):
+        if line.startswith("id: ("):
+            trn_id = line[len("id: ("):].rstrip().rstrip(")")
+            if trn_id not in by_trn_id:
+                raise ValueError(f"{result}:{number}: utterance '{trn_id}' is not in the set's utt2spk")
+            utt = by_trn_id[trn_id]
+        elif line.startswith("REF:"):
+            ref = line[4:].split()
+        elif line.startswith("HYP:"):
+            hyp = line[4:].split()
+            if utt is None or ref is None or len(ref) != len(hyp):
+                raise ValueError(f"{result}:{number}: HYP line without its id and REF lines")
+            alignments[utt] = [(None if r == "***" else r, None if h == "***" else h)
+                               for r, h in zip(ref, hyp)]
+            utt = ref = None
+    missing = sorted(set(utt2spk) - set(alignments))
+    if missing:
+        raise ValueError(f"{result}: no alignment for {len(missing)} utterance(s), e.g. {missing[0]}; "
+                         "was sclite run with -o all (or pra)?")
+    return alignments
+
+
+def utterance_errors(pairs: Sequence[Pair]) -> tuple[int, int]:
+    """``(errors, reference length)`` of one alignment: substitutions, deletions
+    and insertions, as sclite counts them."""
+    errors = sum(r != h for r, h in pairs)
+    return errors, sum(r is not None for r, _ in pairs)
+
+
+@dataclass(frozen=True)
+class HomophoneScore:
+    """Errors at homophone positions and elsewhere (insertions belong to no
+    reference position and are counted in neither)."""
+
+    positions: int                 # reference characters whose syllable has several characters
+    errors: int                    # of those: substituted or deleted
+    homophone_substitutions: int   # of those errors: replaced by another character of the syllable
+    other_positions: int
+    other_errors: int
+
+    @staticmethod
+    def percent(count: int, total: int) -> float:
+        return 100.0 * count / total if total else float("nan")
+
+    @property
+    def error_pct(self) -> float:
+        return self.percent(self.errors, self.positions)
+
+    @property
+    def homophone_substitution_pct(self) -> float:
+        return self.percent(self.homophone_substitutions, self.positions)
+
+    @property
+    def other_error_pct(self) -> float:
+        return self.percent(self.other_errors, self.other_positions)
+
+
+def homophone_scores(
+    alignments: Mapping[str, Sequence[Pair]],
+    syllables: Mapping[str, Sequence[str]],
+    homophones: Mapping[str, set[str]],
+) -> HomophoneScore:
+    """Score the reference characters of every aligned utterance by whether
+    their syllable (``syllables[utt]``, one per reference character) is shared
+    by several characters of ``homophones`` (syllable -> characters)."""
+    positions = errors = by_homophone = other_positions = other_errors = 0
+    for utt, pairs in alignments.items():
+        aligned = [(r, h) for r, h in pairs if r is not None]
+        if utt not in syllables or len(syllables[utt]) != len(aligned):
+            raise ValueError(f"utterance {utt}: {len(aligned)} reference characters but "
+                             f"{len(syllables.get(utt, ()))} syllables in the corpus manifest; "
+                             "is the manifest the one this data was prepared from?")
+        for (ref, hyp), syllable in zip(aligned, syllables[utt]):
+            shared = homophones.get(syllable, {ref})
+            if len(shared) > 1:
+                positions += 1
+                errors += hyp != ref
+                by_homophone += hyp is not None and hyp != ref and hyp in shared
+            else:
+                other_positions += 1
+                other_errors += hyp != ref
+    return HomophoneScore(positions, errors, by_homophone, other_positions, other_errors)
+
+
+def paired_bootstrap(
+    system_errors: Sequence[float],
+    baseline_errors: Sequence[float],
+    ref_lengths: Sequence[int],
+    num_samples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """CER difference (system - baseline, in points) and its percentile bootstrap
+    interval over utterances.
+
+    Each resample draws as many utterances as there are, with replacement, the
+    same ones for both systems (paired), and computes the corpus-level
+    difference ``100 (sum e_sys - sum e_base) / sum n`` on them. Errors may be
+    averages over seeds. Returns ``(difference, low, high)``.
+    """
+    system_errors = np.asarray(system_errors, dtype=np.float64)
+    baseline_errors = np.asarray(baseline_errors, dtype=np.float64)
+    ref_lengths = np.asarray(ref_lengths, dtype=np.float64)
+    if not (system_errors.shape == baseline_errors.shape == ref_lengths.shape) or system_errors.ndim != 1:
+        raise ValueError("paired_bootstrap needs one error count per utterance for both systems "
+                         f"and one reference length each; got shapes {system_errors.shape}, "
+                         f"{baseline_errors.shape}, {ref_lengths.shape}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    difference = system_errors - baseline_errors
+    estimate = 100.0 * difference.sum() / ref_lengths.sum()
+    rng = np.random.default_rng(seed)
+    samples = np.empty(num_samples)
+    chunk = max(1, 2_000_000 // max(1, len(difference)))  # bounded memory on large sets
+    for start in range(0, num_samples, chunk):
+        stop = min(num_samples, start + chunk)
+        index = rng.integers(0, len(difference), size=(stop - start, len(difference)))
+        samples[start:stop] = 100.0 * difference[index].sum(1) / ref_lengths[index].sum(1)
+    low, high = np.quantile(samples, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    return float(estimate), float(low), float(high)
