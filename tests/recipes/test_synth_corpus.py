@@ -209,6 +209,7 @@ def fake_people_daily(path: Path, dev_sentence: str, test_sentence: str) -> None
 
 @pytest.mark.slow  # pretrains a teacher
 def test_teacher_plm_tiny_run(tmp_path: Path) -> None:
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
     dev_sentence, test_sentence = "我们明天去公园", "他是我的老师"
@@ -264,6 +265,27 @@ def test_teacher_plm_tiny_run(tmp_path: Path) -> None:
     mtime = (out_dir / "model.safetensors").stat().st_mtime_ns
     train_teacher_plm.main(argv)
     assert (out_dir / "model.safetensors").stat().st_mtime_ns == mtime
+
+    # The control teacher: asking for it leaves the trained teacher as it is and
+    # writes the same architecture and tokenizer with untrained weights.
+    control_dir = tmp_path / "teacher_control"
+    train_teacher_plm.main([*argv, "--control_dir", str(control_dir)])
+    assert (out_dir / "model.safetensors").stat().st_mtime_ns == mtime
+    control = AutoModel.from_pretrained(str(control_dir))
+    assert control.config.to_dict() == model.config.to_dict()
+    control_tokenizer = AutoTokenizer.from_pretrained(str(control_dir))
+    assert control_tokenizer("我们喜欢老师")["input_ids"] == tokenizer("我们喜欢老师")["input_ids"]
+    trained, untrained = model.state_dict(), control.state_dict()
+    assert trained.keys() == untrained.keys()
+    embeddings = "embeddings.word_embeddings.weight"
+    assert not torch.equal(trained[embeddings], untrained[embeddings])
+    # BERT's own initialisation: normal(0, 0.02) weights, LayerNorm at identity.
+    assert abs(untrained[embeddings].std().item() - 0.02) < 0.002
+    assert torch.equal(untrained["embeddings.LayerNorm.weight"],
+                       torch.ones_like(untrained["embeddings.LayerNorm.weight"]))
+    control_mtime = (control_dir / "model.safetensors").stat().st_mtime_ns
+    train_teacher_plm.main([*argv, "--control_dir", str(control_dir)])
+    assert (control_dir / "model.safetensors").stat().st_mtime_ns == control_mtime
 
 
 @pytest.mark.slow
