@@ -21,7 +21,7 @@ Models:
 
 * ``--model demo`` (default): a trained system of the generated-corpus demo
   (``tools/demo.sh`` first; ``--demo`` names another copy of the recipe
-  directory), ``exp/asr_<system>/{config.yaml,valid.cer_ctc.ave.pth}`` on
+  directory), ``exp/asr_<system>_seed<seed>/{config.yaml,valid.cer_ctc.ave.pth}`` on
   ``dump/fbank_pitch/<set>``;
 * ``--model aishell_random``: a randomly initialised CTC model with the
   encoder of ``egs2/aishell/asr_gmot/conf/train_asr_gmot.yaml`` (Conformer, 16
@@ -32,7 +32,7 @@ Models:
 ``--profile N`` prints cProfile's top functions of ESPnet decoding N utterances.
 Usage::
 
-    python bench/bench_decode.py [--model demo] [--system gmot] [--sets "dev test"]
+    python bench/bench_decode.py [--model demo] [--system gmot] [--seed 0] [--sets "dev test"]
         [--batch_sizes "1 16 32 64"] [--threads 2] [--profile 10]
 """
 
@@ -89,7 +89,7 @@ def demo_model(args):
 
     # The trained configs name their statistics relative to the recipe directory.
     os.chdir(args.demo)
-    exp = Path("exp") / f"asr_{args.system}"
+    exp = Path("exp") / f"asr_{args.system}_seed{args.seed}"  # run.sh's run_dir
     config, model_file = exp / "config.yaml", exp / "valid.cer_ctc.ave.pth"
     if not model_file.exists():
         raise SystemExit(f"{args.demo / model_file} not found: run tools/demo.sh "
@@ -98,7 +98,7 @@ def demo_model(args):
     for name in args.sets.split():
         feats = dict(kaldiio.load_scp(str(Path("dump") / "fbank_pitch" / name / "feats.scp")))
         sets[name] = (feats, read_text(Path("data") / name / "text"))
-    return config, model_file, sets, f"demo system {args.system}"
+    return config, model_file, sets, f"demo system {args.system} (seed {args.seed})"
 
 
 def aishell_random_model(args, workdir: Path):
@@ -137,6 +137,7 @@ def main():
     parser.add_argument("--model", choices=("demo", "aishell_random"), default="demo")
     parser.add_argument("--demo", type=Path, default=DEMO)
     parser.add_argument("--system", default="gmot")
+    parser.add_argument("--seed", type=int, default=0, help="the run of the demo's --seeds to decode")
     parser.add_argument("--sets", default="dev test")
     parser.add_argument("--utterances", type=int, default=20,
                         help="utterances of --model aishell_random")

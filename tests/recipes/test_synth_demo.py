@@ -1,20 +1,24 @@
-"""The generated-corpus demo, reduced: tiny corpus, 1 epoch, all four systems."""
+"""The generated-corpus demo, reduced: tiny corpus, 1 epoch, all four systems and the
+control, two seeds."""
 
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from espnet_gmot.kaldi_data import read_kaldi_map, read_text
 
 RECIPE = Path(__file__).parents[2] / "egs2" / "synth_mandarin" / "asr_gmot"
-SYSTEMS = ("baseline", "otbert", "totcakt", "gmot")
+SYSTEMS = ("baseline", "otbert", "totcakt", "gmot", "gmot_control")
+SEEDS = (0, 3)
 NAMES = {"baseline": "Conformer-CTC (stock ESPnet)", "otbert": "OT-BERT", "totcakt": "TOT-CAKT",
-         "gmot": "GM-OT"}
+         "gmot": "GM-OT", "gmot_control": "GM-OT with an untrained teacher (control)"}
 SETS = ("dev", "test")
 # The environment's bin/ first: tools/install.sh links sclite there.
 PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
@@ -40,7 +44,7 @@ def demo(tmp_path_factory):
     recipe = tmp_path_factory.mktemp("demo") / "asr_gmot"
     shutil.copytree(RECIPE, recipe, ignore=shutil.ignore_patterns(
         "downloads", "data", "dump", "exp", "couplings", "RESULTS.md"))
-    done = run_demo(recipe)
+    done = run_demo(recipe, "--systems", " ".join(SYSTEMS), "--seeds", " ".join(map(str, SEEDS)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return recipe, done
 
@@ -73,27 +77,42 @@ def test_results_table_reads_every_column():
 
 @pytest.mark.slow
 @demo_test
-def test_results_table_matches_sclite_on_every_system_and_set(demo):
+def test_results_table_matches_sclite_on_every_system_seed_and_set(demo):
     recipe, _ = demo
-    table = results_table((recipe / "RESULTS.md").read_text(encoding="utf-8"))
+    results = (recipe / "RESULTS.md").read_text(encoding="utf-8")
+    table = results_table(results)
+    per_seed = results_table(results[results.index("## CER of every seed"):])
     for system in SYSTEMS:
-        row = table[NAMES[system]]
+        cers = {set_name: [] for set_name in SETS}
+        for seed in SEEDS:
+            run = recipe / "exp" / f"asr_{system}_seed{seed}"
+            # ESPnet trained this run with this seed.
+            assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == seed
+            for set_name in SETS:
+                data = recipe / "data" / set_name
+                (sentences, characters, cer), speakers = sclite_summary(
+                    run / f"decode_{set_name}" / "score_cer" / "result.txt")
+                # The whole set scored on characters.
+                texts = read_text(data / "text")
+                assert sentences == len(texts)
+                assert characters == sum(len(t.replace(" ", "")) for t in texts.values())
+                # sclite's speakers are utt2spk's (lower-cased by sclite), not cut
+                # from utterance ids (BAC009S0001W0001 -> S0001, never BAC009S000).
+                utt2spk = list(read_kaldi_map(data / "utt2spk").values())
+                expected = {spk.lower(): utt2spk.count(spk) for spk in set(utt2spk)}
+                assert speakers == expected, f"{system} {set_name}"
+                cers[set_name].append(cer)
+        # Every seed's CER is sclite's; the main table holds their mean and deviation.
+        assert per_seed[NAMES[system]][f"seed {SEEDS[1]}"] == f"{cers['dev'][1]:.1f} / {cers['test'][1]:.1f}"
         for set_name in SETS:
-            table_cer = float(row[f"{set_name} CER (%)"])
-            data = recipe / "data" / set_name
-            (sentences, characters, cer), speakers = sclite_summary(
-                recipe / "exp" / f"asr_{system}" / f"decode_{set_name}" / "score_cer" / "result.txt"
-            )
-            # The whole set scored on characters, and the table shows that score.
-            texts = read_text(data / "text")
-            assert sentences == len(texts)
-            assert characters == sum(len(t.replace(" ", "")) for t in texts.values())
-            assert table_cer == round(cer, 1)
-            # sclite's speakers are utt2spk's (lower-cased by sclite), not cut
-            # from utterance ids (BAC009S0001W0001 -> S0001, never BAC009S000).
-            utt2spk = list(read_kaldi_map(data / "utt2spk").values())
-            expected = {spk.lower(): utt2spk.count(spk) for spk in set(utt2spk)}
-            assert speakers == expected, f"{system} {set_name}"
+            mean, deviation = table[NAMES[system]][f"{set_name} CER (%)"].split(" ± ")
+            assert abs(float(mean) - statistics.mean(cers[set_name])) <= 0.051
+            assert abs(float(deviation) - statistics.stdev(cers[set_name])) <= 0.051
+    # Every system against the baseline, and GM-OT against its control.
+    differences = results[results.index("## Differences"):]
+    assert differences.count("| Conformer-CTC (stock ESPnet) |") == len(SYSTEMS) - 1
+    assert "| GM-OT | GM-OT with an untrained teacher (control) |" in differences
+    assert "## Errors at homophone positions" in results
 
 
 @pytest.mark.slow
@@ -116,18 +135,39 @@ def test_coupling_pictures_render(demo):
 @demo_test
 def test_rerun_reuses_finished_work(demo):
     recipe, _ = demo
-    models = {s: (recipe / "exp" / f"asr_{s}" / "valid.cer_ctc.ave.pth").stat().st_mtime_ns
-              for s in SYSTEMS}
-    decoded = (recipe / "exp" / "asr_gmot" / "decode_test" / "text").stat().st_mtime_ns
-    again = run_demo(recipe, "--stage", "1", "--stop_stage", "7")
+    models = {run: (run / "valid.cer_ctc.ave.pth").stat().st_mtime_ns
+              for run in (recipe / "exp").glob("asr_*_seed*")}
+    assert len(models) == len(SYSTEMS) * len(SEEDS)
+    decoded = (recipe / "exp" / "asr_gmot_seed0" / "decode_test" / "text").stat().st_mtime_ns
+    control = (recipe / "exp" / "teacher_plm_control" / "model.safetensors").stat().st_mtime_ns
+    again = run_demo(recipe, "--stage", "1", "--stop_stage", "7", "--systems", " ".join(SYSTEMS),
+                     "--seeds", " ".join(map(str, SEEDS)))
     assert again.returncode == 0, again.stdout[-3000:]
     assert "trained, kept" in again.stdout and "exists, kept" in again.stdout
-    for system, mtime in models.items():
-        assert (recipe / "exp" / f"asr_{system}" / "valid.cer_ctc.ave.pth").stat().st_mtime_ns == mtime
-    assert (recipe / "exp" / "asr_gmot" / "decode_test" / "text").stat().st_mtime_ns == decoded
+    for run, mtime in models.items():
+        assert (run / "valid.cer_ctc.ave.pth").stat().st_mtime_ns == mtime
+    assert (recipe / "exp" / "asr_gmot_seed0" / "decode_test" / "text").stat().st_mtime_ns == decoded
+    assert (recipe / "exp" / "teacher_plm_control" / "model.safetensors").stat().st_mtime_ns == control
 
 
-def test_bad_option_is_named(tmp_path):
-    done = subprocess.run(["bash", str(RECIPE / "run.sh"), "--max_epochs", "3"],
-                          capture_output=True, text=True)
-    assert done.returncode == 2 and "unknown option --max_epochs" in done.stderr
+@pytest.mark.parametrize("options, message", [
+    (["--max_epochs", "3"], "unknown option --max_epochs"),
+    (["--seeds", "0 x"], "--seeds takes non-negative integers, got 'x'"),
+    (["--seeds", " "], "--seeds is empty"),
+    (["--systems", "baseline gmot_typo"], "'gmot_typo' but conf/train_asr_gmot_typo.yaml does not exist"),
+    (["--tag", "a b"], "--tag 'a b' may hold only"),
+])
+def test_bad_option_is_named(options, message):
+    done = subprocess.run(["bash", str(RECIPE / "run.sh"), *options], capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_control_differs_from_gmot_only_in_its_teacher():
+    """gmot_control must be GM-OT with the untrained teacher and nothing else."""
+    gmot = yaml.safe_load((RECIPE / "conf" / "train_asr_gmot.yaml").read_text())
+    control = yaml.safe_load((RECIPE / "conf" / "train_asr_gmot_control.yaml").read_text())
+    assert control["model_conf"]["plm_conf"].pop("name_or_path") == "exp/teacher_plm_control"
+    assert gmot["model_conf"]["plm_conf"].pop("name_or_path") == "exp/teacher_plm"
+    assert control == gmot
+    # run.sh's stage 2 writes that teacher.
+    assert "--control_dir exp/teacher_plm_control" in (RECIPE / "run.sh").read_text()
