@@ -41,6 +41,8 @@ def test_homophone_positions_of_a_hand_made_pair():
     # Errors there: 他->她, 的->得 (by homophones) and the deleted 师.
     assert (score.errors, score.homophone_substitutions) == (3, 2)
     assert (score.error_pct, score.homophone_substitution_pct) == (75.0, 50.0)
+    # The right syllable at 他 (as 她), 是 and 的 (as 得): the wrong character at 2 of 3.
+    assert score.homophone_choice_error_pct == pytest.approx(200 / 3)
     # Other positions: 我 老 我 们 好, one error (们->门); the insertion counts nowhere.
     assert (score.other_positions, score.other_errors) == (5, 1)
     assert score.other_error_pct == 20.0

@@ -104,6 +104,14 @@ class HomophoneScore:
         return self.percent(self.homophone_substitutions, self.positions)
 
     @property
+    def homophone_choice_error_pct(self) -> float:
+        """Of the homophone positions where the hypothesis has the right syllable
+        (the right character or another of its syllable), the share with the
+        wrong character: what only context decides, whatever the acoustics got."""
+        right_syllable = self.positions - self.errors + self.homophone_substitutions
+        return self.percent(self.homophone_substitutions, right_syllable)
+
+    @property
     def other_error_pct(self) -> float:
         return self.percent(self.other_errors, self.other_positions)
 

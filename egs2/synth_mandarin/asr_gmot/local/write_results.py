@@ -230,11 +230,14 @@ def main():
                   "share: the synthesised audio is the same for all of them, so only linguistic "
                   "context picks the right one. Errors there (substitutions and deletions; "
                   "insertions belong to no reference character), those of them that are another "
-                  "character of the same syllable, and errors at the other characters; "
+                  "character of the same syllable, the wrong-character share where the hypothesis "
+                  "has the right syllable (the homophone choice: what only context decides, "
+                  "whatever the acoustics got), and errors at the other characters; "
                   f"{over_seeds}.", "",
                   "| system | set | homophone positions | CER (%) | errors at homophone positions (%) "
-                  "| of which by a homophone (%) | errors at other positions (%) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| of which by a homophone (%) | wrong homophone given the right syllable (%) "
+                  "| errors at other positions (%) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for s in sets:
             for system, run in runs.items():
                 scores = [homophone_scores(a, syllables, homophones) for a in run.alignments[s]]
@@ -244,6 +247,7 @@ def main():
                     f"{mean_and_deviation(run.cer[s])} | "
                     f"{mean_and_deviation([x.error_pct for x in scores])} | "
                     f"{mean_and_deviation([x.homophone_substitution_pct for x in scores])} | "
+                    f"{mean_and_deviation([x.homophone_choice_error_pct for x in scores])} | "
                     f"{mean_and_deviation([x.other_error_pct for x in scores])} |")
         lines.append("")
 
