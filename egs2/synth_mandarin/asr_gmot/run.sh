@@ -18,6 +18,14 @@
 #
 # Every Python step of ESPnet runs through `python3 -m espnet_gmot.launch`.
 # Stages reuse finished outputs; --stage/--stop_stage pick a range.
+#
+# Sensitivity sweep (after stages 1-5): local/sweep.py varies one of gw_weight,
+# temporal_weight, epsilon, fusion_scale, asr_weight at a time around
+# conf/train_asr_<system>.yaml, calling stages 6-8 of this script with
+# --tag <param>-<value> --train_args "--model_conf <key>=<value>" (the base value
+# is the untagged run), and writes sweep/RESULTS.md and sweep/<param>.png.
+# Resumable; --report_only redraws. E.g.
+#   python3 local/sweep.py --grid "gw_weight=0,0.1" --seeds "0 1"
 set -euo pipefail
 
 stage=1
