@@ -272,7 +272,9 @@ def test_teacher_plm_tiny_run(tmp_path: Path) -> None:
     train_teacher_plm.main([*argv, "--control_dir", str(control_dir)])
     assert (out_dir / "model.safetensors").stat().st_mtime_ns == mtime
     control = AutoModel.from_pretrained(str(control_dir))
-    assert control.config.to_dict() == model.config.to_dict()
+    # The same configuration; the trained teacher was saved from BertForMaskedLM.
+    assert ({k: v for k, v in control.config.to_dict().items() if k not in ("_name_or_path", "architectures")}
+            == {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "architectures")})
     control_tokenizer = AutoTokenizer.from_pretrained(str(control_dir))
     assert control_tokenizer("我们喜欢老师")["input_ids"] == tokenizer("我们喜欢老师")["input_ids"]
     trained, untrained = model.state_dict(), control.state_dict()

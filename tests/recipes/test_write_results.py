@@ -196,3 +196,9 @@ def test_missing_score_names_the_file(write_results, monkeypatch, tmp_path):
     make_run(tmp_path / "exp", "gmot", {"model": "gmot"}, {"dev": SAME["dev"]})
     with pytest.raises(FileNotFoundError, match="asr_gmot_seed0/decode_test"):
         run(write_results, monkeypatch, tmp_path, "gmot")
+
+
+def test_undefined_shares_are_a_dash(write_results):
+    assert write_results.mean_and_deviation([20.0, float("nan")]) == "-"
+    assert write_results.mean_and_deviation([float("nan")]) == "-"
+    assert write_results.mean_and_deviation([20.0, 30.0]) == "25.0 ± 7.1"

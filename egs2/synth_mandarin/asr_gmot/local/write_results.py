@@ -9,6 +9,7 @@ per-utterance alignments) and the corpus manifest; nothing is decoded again.
 import argparse
 import inspect
 import json
+import math
 import os
 import statistics
 import sys
@@ -98,7 +99,10 @@ def decoding_sentence(inference: str, hybrid: bool, ctc_only: bool) -> str:
 
 
 def mean_and_deviation(values) -> str:
-    """``26.7`` for one seed, ``26.7 ± 1.2`` (sample standard deviation) for several."""
+    """``26.7`` for one seed, ``26.7 ± 1.2`` (sample standard deviation) for several;
+    ``-`` where a share is undefined for some seed (no position to count)."""
+    if any(math.isnan(v) for v in values):
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
@@ -233,7 +237,7 @@ def main():
                   "character of the same syllable, the wrong-character share where the hypothesis "
                   "has the right syllable (the homophone choice: what only context decides, "
                   "whatever the acoustics got), and errors at the other characters; "
-                  f"{over_seeds}.", "",
+                  f"{over_seeds}; - where a seed has no position to count.", "",
                   "| system | set | homophone positions | CER (%) | errors at homophone positions (%) "
                   "| of which by a homophone (%) | wrong homophone given the right syllable (%) "
                   "| errors at other positions (%) |",
