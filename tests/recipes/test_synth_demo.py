@@ -102,14 +102,20 @@ def test_results_table_matches_sclite_on_every_system_seed_and_set(demo):
                 expected = {spk.lower(): utt2spk.count(spk) for spk in set(utt2spk)}
                 assert speakers == expected, f"{system} {set_name}"
                 cers[set_name].append(cer)
-        # Every seed's CER is sclite's; the main table holds their mean and deviation.
-        assert per_seed[NAMES[system]][f"seed {SEEDS[1]}"] == f"{cers['dev'][1]:.1f} / {cers['test'][1]:.1f}"
+        # Every seed's CER is sclite's, and the main table holds their mean and
+        # deviation. RESULTS.md counts errors from sclite's alignments and rounds
+        # once; sclite rounds its own figure (201.25% reads 201.3 there, 201.2 here),
+        # so two roundings apart: 0.1 at most.
+        rounding = 0.1 + 1e-9
+        cells = per_seed[NAMES[system]][f"seed {SEEDS[1]}"].split(" / ")
+        assert [abs(float(cell) - cers[set_name][1]) <= rounding for cell, set_name in zip(cells, SETS)] \
+            == [True, True], (system, cells)
         for set_name in SETS:
             mean, deviation = table[NAMES[system]][f"{set_name} CER (%)"].split(" ± ")
-            assert abs(float(mean) - statistics.mean(cers[set_name])) <= 0.051
-            assert abs(float(deviation) - statistics.stdev(cers[set_name])) <= 0.051
+            assert abs(float(mean) - statistics.mean(cers[set_name])) <= rounding
+            assert abs(float(deviation) - statistics.stdev(cers[set_name])) <= rounding
     # Every system against the baseline, and GM-OT against its control.
-    differences = results[results.index("## Differences"):]
+    differences = results[results.index("## Differences"):results.index("## Errors at homophone")]
     assert differences.count("| Conformer-CTC (stock ESPnet) |") == len(SYSTEMS) - 1
     assert "| GM-OT | GM-OT with an untrained teacher (control) |" in differences
     assert "## Errors at homophone positions" in results
