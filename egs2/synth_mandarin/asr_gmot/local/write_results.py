@@ -129,9 +129,10 @@ class SystemRuns:
                 errors, length = np.sum([utterance_errors(a) for a in alignment.values()], axis=0)
                 cer = 100.0 * errors / length
                 result = directory / f"decode_{s}" / "score_cer" / "result.txt"
-                if abs(cer - sclite_error(result)) > 0.051:
+                summary = sclite_error(result)
+                if abs(cer - summary) > 0.051:
                     raise ValueError(f"{result}: the alignments give CER {cer:.2f}% but sclite's "
-                                     f"summary says {sclite_error(result)}%; re-run stage 8")
+                                     f"summary says {summary}%; re-run stage 8")
                 self.cer[s].append(cer)
         self.train_seconds = [int((d / "train_seconds").read_text().strip()) for d in self.dirs]
 
