@@ -27,14 +27,19 @@ setup(
         # environments. tools/constraints.txt holds the combination we test.
         "espnet>=202412",
         # espnet2 imports torchaudio at module level (e.g. espnet2/layers/
-        # augmentation.py) but the espnet wheel does not declare it. Each
-        # torchaudio release pins its own torch release, and the newest
-        # torchaudio, 2.11.0, pins torch 2.11.0: there is none for torch 2.12+.
-        # The cap lets pip pick a torch that has one at once; without it pip
-        # backtracks through every newer torch (a 0.5 GB wheel each) first.
-        # Raise it when a torchaudio for a newer torch appears.
+        # augmentation.py) but the espnet wheel does not declare it, and a
+        # torchaudio whose library was built for another torch fails to load.
+        # Up to 2.11.0 every torchaudio release pins its own torch release
+        # (torchaudio 2.11.0 -> torch==2.11.0), so pip can only pick a pair that
+        # loads. torchaudio 2.11.1 declares torch without a version, and with
+        # torch 2.11.0 its libtorchaudio.so does not load (undefined symbol);
+        # with torch 2.14.1 it loads but that torch breaks espnet 202511's
+        # setuptools<74. So torchaudio stops at 2.11.0 until a later release is
+        # measured with the torch it resolves (README, "Supported versions").
+        # The torch cap only spares pip from backtracking through newer torch
+        # releases that no admitted torchaudio accepts.
         "torch>=2.1,<2.12",
-        "torchaudio>=2.1",
+        "torchaudio>=2.1,<2.11.1",
         # ESPnet's trainer defaults: use_tensorboard: true, num_att_plot: 3.
         # Neither is declared by the espnet wheel (its extras are).
         "tensorboard>=2.14",

@@ -3,20 +3,75 @@
 #   - Debian packages: espeak-ng and sox (speech), sctk (sclite), a CJK font
 #     (heat-map labels), shellcheck (recipe lint); only when missing, as root;
 #   - a Python virtual environment with ESPnet and this package (editable), using
-#     the tested combination in tools/constraints.txt;
+#     the tested combination of the ESPnet release asked for;
 #   - sclite on the environment's PATH: a link in its bin/ (Debian's sctk puts
 #     sclite off PATH), so recipes and tests find it with `command -v sclite`.
-# The environment lives in $ESPNET_GMOT_VENV (default: <repo>/.venv).
+#
+# Usage: tools/install.sh [--espnet 202511|202611]   (then: source "$ESPNET_GMOT_VENV/bin/activate")
+#   --espnet 202511 (default): Python 3.11, tools/constraints.txt, venv
+#       $ESPNET_GMOT_VENV (default <repo>/.venv). The demo and the tests use it.
+#   --espnet 202611: ESPnet's current release, tools/constraints-espnet202611.txt,
+#       venv $ESPNET_GMOT_VENV (default <repo>/.venv-espnet202611). It needs
+#       Python 3.12 or 3.13: $PYTHON, else python3.12/python3.13 on PATH or under
+#       pyenv. With only Python 3.11 it installs anyway, forced past ESPnet's
+#       python_requires (pip --ignore-requires-python, with the constraints
+#       holding back scipy and av, whose newer releases need 3.12): that venv
+#       is for testing the plugin's code against 202611, not a supported setup.
 # A complete environment is recognised by a stamp in the venv (a digest of this
-# script, setup.py, tools/constraints.txt and the Python version), written after
+# script, setup.py, the constraints file and the Python version), written after
 # a successful install; with it, the Debian packages and sclite's link present,
 # the script returns at once. ESPNET_GMOT_REINSTALL=1 installs anyway.
-# Usage: tools/install.sh   (then: source "$ESPNET_GMOT_VENV/bin/activate")
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-venv=${ESPNET_GMOT_VENV:-${repo}/.venv}
-python=${PYTHON:-python3}
+espnet_release=202511
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --espnet) espnet_release=${2:-}; shift 2 ;;
+        *) echo "install.sh: unknown option $1 (usage: tools/install.sh [--espnet 202511|202611])" >&2; exit 2 ;;
+    esac
+done
+
+# A Python >= 3.12 and < 3.14 (ESPnet 202611's range), or nothing.
+find_python_for_202611() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.12 python3.13 \
+            "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3 \
+            "$(pyenv root 2>/dev/null)"/versions/3.13*/bin/python3; do
+        [ -n "${candidate}" ] || continue
+        if "${candidate}" -c 'import sys, venv; sys.exit(not (3, 12) <= sys.version_info[:2] < (3, 14))' \
+                2> /dev/null; then
+            echo "${candidate}"
+            return
+        fi
+    done
+}
+
+forced_pip_args=()
+case "${espnet_release}" in
+    202511)
+        venv=${ESPNET_GMOT_VENV:-${repo}/.venv}
+        constraints=${repo}/tools/constraints.txt
+        python=${PYTHON:-python3}
+        # Exactly 3.11: the constraints are the set tested on 3.11 (espnet
+        # 202511 is the last release for it; its torchaudio, scipy and numpy
+        # need >= 3.11).
+        python_check='sys.version_info[:2] == (3, 11)'
+        python_wanted="Python 3.11" ;;
+    202611)
+        venv=${ESPNET_GMOT_VENV:-${repo}/.venv-espnet202611}
+        constraints=${repo}/tools/constraints-espnet202611.txt
+        python=$(find_python_for_202611)
+        python_check='(3, 11) <= sys.version_info[:2] < (3, 14)'
+        python_wanted="Python 3.12 or 3.13 (or 3.11, forced)"
+        if [ -z "${python}" ]; then
+            python=python3
+            forced_pip_args=(--ignore-requires-python --prefer-binary)
+        fi ;;
+    *)
+        echo "install.sh: --espnet ${espnet_release}: choose 202511 or 202611" >&2
+        exit 2 ;;
+esac
 stamp=${venv}/.espnet-gmot-installed
 
 debian_packages="espeak-ng sox sctk fonts-wqy-zenhei shellcheck"
@@ -27,7 +82,7 @@ for package in ${debian_packages}; do
 done
 
 install_digest() {
-    { cat "${repo}/tools/install.sh" "${repo}/setup.py" "${repo}/tools/constraints.txt"
+    { cat "${repo}/tools/install.sh" "${repo}/setup.py" "${constraints}"
       "${venv}/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1
 }
 if [ -z "${missing}" ] && [ "${ESPNET_GMOT_REINSTALL:-0}" != 1 ] && [ -f "${stamp}" ] \
@@ -50,13 +105,14 @@ if [ -n "${missing}" ]; then
     fi
 fi
 
-# Exactly 3.11: tools/constraints.txt is the set tested on 3.11. Its torchaudio,
-# scipy and numpy need >= 3.11 (setup.py's python_requires), and espnet 202511
-# needs <= 3.11.
-if ! "${python}" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-    echo "install.sh: ${python} is not Python 3.11 (the tested set in tools/constraints.txt;" \
-         "set PYTHON=/path/to/python3.11)" >&2
+if ! "${python}" -c "import sys; sys.exit(not (${python_check}))"; then
+    echo "install.sh: ${python} is not ${python_wanted}, which ${constraints#"${repo}"/} was" \
+         "tested with (set PYTHON=/path/to/python)" >&2
     exit 1
+fi
+if [ ${#forced_pip_args[@]} -gt 0 ]; then
+    echo "install.sh: no Python 3.12 or 3.13 found: installing ESPnet 202611 on" \
+         "$("${python}" -V 2>&1), forced past its python_requires" >&2
 fi
 if [ ! -x "${venv}/bin/python" ]; then
     echo "install.sh: creating ${venv}"
@@ -64,9 +120,9 @@ if [ ! -x "${venv}/bin/python" ]; then
 fi
 # pip 26 refuses espnet's direct-URL dependency ci_sdr.
 "${venv}/bin/python" -m pip install -q "pip<26"
-echo "install.sh: installing ESPnet and espnet-gmot into ${venv} (a few minutes the first time)"
-"${venv}/bin/python" -m pip install -q -c "${repo}/tools/constraints.txt" \
-    torch torchaudio -e "${repo}[test,demo]"
+echo "install.sh: installing ESPnet ${espnet_release} and espnet-gmot into ${venv} (a few minutes the first time)"
+"${venv}/bin/python" -m pip install -q "${forced_pip_args[@]}" -c "${constraints}" \
+    "espnet==${espnet_release}" torch torchaudio -e "${repo}[test,demo]"
 "${venv}/bin/python" -m pip check
 # Ask dpkg where sctk put sclite rather than hard-coding its directory.
 if [ ! -e "${venv}/bin/sclite" ]; then

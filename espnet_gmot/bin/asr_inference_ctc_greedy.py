@@ -71,12 +71,9 @@ from espnet2.text.token_id_converter import TokenIDConverter  # noqa: E402
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed  # noqa: E402
 from espnet2.utils import config_argparse  # noqa: E402
 from espnet2.utils.types import str2bool, str2triple_str, str_or_none  # noqa: E402
-from espnet.nets.pytorch_backend.transformer.subsampling import (  # noqa: E402
-    TooShortUttError,
-)
-from espnet.utils.cli_utils import get_commandline_args  # noqa: E402
 
 from espnet_gmot.espnet.batch_invariance import BatchInvariance  # noqa: E402
+from espnet_gmot.espnet.compat import TooShortUttError, get_commandline_args  # noqa: E402
 
 BLANK_ID = 0  # ESPnet's CTC blank is the first token
 

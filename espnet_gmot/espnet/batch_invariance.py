@@ -9,7 +9,8 @@ padding leaks into an utterance and undoes it with hooks on a loaded model.
 from typing import Optional
 
 import torch
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask, pad_list
+
+from espnet_gmot.espnet.compat import make_pad_mask, pad_list
 
 # Encoders whose layers mix frames only through masked self-attention and
 # convolutions along time (which the hooks below make exact); their input

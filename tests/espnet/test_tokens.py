@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import torch
 
 import espnet_gmot.transfer
 from espnet_gmot.espnet.tokens import token_ids_to_text
@@ -50,3 +51,26 @@ def test_transfer_and_ot_layers_know_nothing_of_espnet(layer):
         for token in ("<blank>", "<sos/eos>", "<space>", "<unk>", "token_list", "model_conf", "transfer_conf"):
             assert token not in text, f"{source} mentions ESPnet's {token}"
     assert not hasattr(espnet_gmot.transfer, "token_ids_to_text")
+
+
+def test_only_the_compat_module_knows_where_espnet_keeps_its_legacy_code():
+    """ESPnet 202611 moved ``espnet.*`` to ``espnet2.legacy.*``: one module resolves it."""
+    sources = sorted(PACKAGE.rglob("*.py"))
+    compat = PACKAGE / "espnet" / "compat.py"
+    assert compat in sources
+    for source in sources:
+        if source == compat:
+            continue
+        for module in imported_modules(source):
+            assert module.split(".")[0] != "espnet", f"{source} imports {module}"
+            assert not module.startswith("espnet2.legacy"), f"{source} imports {module}"
+
+
+def test_compat_names_are_the_ones_espnet2_itself_uses():
+    from espnet2.asr.encoder import conformer_encoder
+
+    from espnet_gmot.espnet import compat
+
+    assert compat.make_pad_mask is conformer_encoder.make_pad_mask
+    assert compat.TooShortUttError is conformer_encoder.TooShortUttError
+    assert compat.pad_list([torch.ones(2), torch.ones(1)], 0).tolist() == [[1, 1], [1, 0]]
