@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Precompute frozen PLM states of a data directory's transcripts (kaldi ark/scp).
+"""Precompute frozen PLM states of a data directory's transcripts (an ESPnet scp).
 
     python -m espnet_gmot.bin.dump_plm_states --text data/train/text \\
         --plm bert-base-chinese --output_dir dump/plm_states/train
 
 Writes ``<output_dir>/plm_states.scp``; train with it as the ``plm_states`` data
 key (``--train_data_path_and_name_and_type <scp>,plm_states,kaldi_ark
---allow_variable_data_keys true``). Interrupted runs resume; a re-run after the
+--allow_variable_data_keys true``; ``npy`` instead of ``kaldi_ark`` with
+``--dtype float16``: the last line it logs is the argument). Interrupted runs resume; a re-run after the
 text changed computes only the new transcripts; a run with another ``--plm`` or
 ``--dtype`` than the cache was made with is refused. Identical transcripts
 (speed-perturbed copies) share one stored entry.
@@ -17,7 +18,12 @@ import logging
 import sys
 from pathlib import Path
 
-from espnet_gmot.espnet.plm_cache import DTYPES, PLMCacheError, write_plm_cache
+from espnet_gmot.espnet.plm_cache import (
+    DTYPES,
+    PLMCacheError,
+    data_path_argument,
+    write_plm_cache,
+)
 from espnet_gmot.kaldi_data import DataDirError
 from espnet_gmot.transfer.plm import PLMTeacher
 
@@ -57,7 +63,7 @@ def main(cmd=None) -> None:
         )
     except (PLMCacheError, DataDirError, OSError) as err:
         sys.exit(str(err))
-    logging.info(f"wrote {scp}")
+    logging.info(f"wrote {scp}; train with {data_path_argument(scp)}")
 
 
 if __name__ == "__main__":

@@ -1,24 +1,29 @@
-"""Precomputed PLM states as an ESPnet data key (``plm_states``, kaldi_ark).
+"""Precomputed PLM states as an ESPnet data key (``plm_states``).
 
 Training reads them with::
 
     --train_data_path_and_name_and_type dump/plm_states/train/plm_states.scp,plm_states,kaldi_ark
     --allow_variable_data_keys true
 
+(``npy`` instead of ``kaldi_ark`` for a float16 cache: :data:`DATA_TYPES`;
+``dump_plm_states`` prints the argument, and training refuses the wrong type.)
+
 Layout of a cache directory (:func:`write_plm_cache`):
 
 - ``plm_cache.json``: what the states were made from (the PLM's name, a SHA-256
   of its weights, config and vocabulary, its hidden size) and the storage dtype.
   A later run with another PLM or dtype is refused, so one cache never mixes two.
-- ``shards/states.<k>.ark|scp``: one entry per *distinct transcript*, keyed by
-  the transcript's SHA-256. Speed-perturbed copies (``sp0.9-``, ``sp1.1-``) and
+- ``shards/states.<k>.ark|scp`` (float32): one entry per *distinct transcript*,
+  keyed by the transcript's SHA-256. Speed-perturbed copies (``sp0.9-``, ``sp1.1-``) and
   repeated sentences share one entry, and an utterance whose text changed maps
   to a new key, so a stale state is never reused. A shard counts only once its
   scp is renamed into place (after its ark is complete): an interrupted run
   resumes and never leaves a half-valid cache.
+- ``states/<sha256>.npy`` (float16): the same entries, one numpy file each,
+  renamed into place once complete.
 - ``plm_states.scp``: every utterance id -> its entry (absolute ark path and
-  offset; several ids may share one offset), what ESPnet's kaldi_ark loader reads
-  from any working directory.
+  offset, or .npy path; several ids may share one entry), what ESPnet's loader
+  reads from any working directory.
 - ``transcripts.sha256``: the fingerprint of each utterance's transcript, checked
   before training against the data's ``text``.
 """
@@ -45,6 +50,12 @@ MANIFEST = "plm_cache.json"
 TRANSCRIPT_FINGERPRINTS = "transcripts.sha256"
 FORMAT_VERSION = 2
 DTYPES = ("float32", "float16")
+# The ESPnet data type that reads a cache of each storage dtype. Kaldi's binary
+# matrices have no float16, and from ESPnet 202611 on the kaldi_ark loader reads
+# Kaldi's own matrices only (not kaldiio's numpy entries in an ark), so float16
+# states are stored as one .npy file per transcript: ESPnet's ``npy`` type, read
+# the same way by every release.
+DATA_TYPES = {"float32": "kaldi_ark", "float16": "npy"}
 # Set by the coverage check so that the model's per-batch check can name the
 # cache; an environment variable reaches ESPnet's spawned workers too.
 CACHES_IN_USE_ENV = "ESPNET_GMOT_PLM_CACHES"
@@ -104,6 +115,14 @@ def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) ->
         _write_atomically(output_dir / MANIFEST, json.dumps(wanted, indent=2) + "\n")
         return
     # The name may differ (a hub name vs. its local copy) when the weights agree.
+    if found.get("dtype") == wanted["dtype"] and cache_data_type(found) != wanted["data_type"]:
+        raise PLMCacheError(
+            f"The {found.get('dtype')} PLM-state cache {output_dir} was written by an earlier "
+            f"espnet-gmot as numpy entries in a Kaldi ark, which ESPnet 202611's kaldi_ark "
+            f"loader cannot read; {found.get('dtype')} caches are now {wanted['data_type']} "
+            f"files. Nothing was written. Remove it (rm -r {shlex.quote(str(output_dir))}) "
+            f"and run `{dump_command(text_path, output_dir, wanted['plm'], wanted['dtype'])}`."
+        )
     differing = [
         key for key in ("format", "plm_fingerprint", "hidden_size", "dtype")
         if found.get(key) != wanted[key]
@@ -122,6 +141,24 @@ def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) ->
             f"extend that cache run `{dump_command(text_path, output_dir, found.get('plm'), found.get('dtype', 'float32'))}`; "
             f"for this PLM give another --output_dir (or remove {output_dir} first)."
         )
+
+
+def cache_data_type(manifest: dict) -> str:
+    """The ESPnet data type of a cache with this manifest (one written before
+    the manifest named it stored float32 states in Kaldi arks, or float16 ones
+    as kaldiio numpy entries in arks, which ESPnet 202611 cannot read)."""
+    return manifest.get("data_type", "kaldi_ark")
+
+
+def data_path_argument(scp: Path, split: str = "train") -> str:
+    """The asr_train argument that reads the cache whose scp this is."""
+    data_type = cache_data_type(read_manifest(Path(scp).parent) or {})
+    return f"--{split}_data_path_and_name_and_type {scp},{DATA_KEY},{data_type}"
+
+
+def _stored_npy_entries(states_dir: Path) -> Dict[str, str]:
+    """Transcript fingerprint -> absolute path of every finished ``.npy`` entry."""
+    return {path.stem: str(path.resolve()) for path in sorted(states_dir.glob("*.npy"))}
 
 
 def _stored_entries(shard_dir: Path) -> Dict[str, str]:
@@ -171,7 +208,7 @@ def write_plm_cache(
     transcripts = read_transcripts(text_path)
     output_dir = Path(output_dir)
     shard_dir = output_dir / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / ".lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -190,11 +227,21 @@ def write_plm_cache(
             plm_model_type=str(getattr(teacher.model.config, "model_type", "")),
             hidden_size=teacher.hidden_size,
             dtype=dtype,
+            data_type=DATA_TYPES[dtype],
         )
         _check_or_write_manifest(output_dir, wanted, text_path)
 
         fingerprints = {utt: transcript_fingerprint(t) for utt, t in transcripts.items()}
-        stored = _stored_entries(shard_dir)
+        as_npy = DATA_TYPES[dtype] == "npy"
+        states_dir = output_dir / "states"
+        (states_dir if as_npy else shard_dir).mkdir(exist_ok=True)
+        for partial in states_dir.glob("*.npy.tmp"):  # an interrupted run's (we hold the lock)
+            partial.unlink()
+
+        def stored_entries():
+            return _stored_npy_entries(states_dir) if as_npy else _stored_entries(shard_dir)
+
+        stored = stored_entries()
         # One representative utterance per missing transcript; sorted by length so
         # that batches need little padding.
         missing: Dict[str, str] = {}
@@ -208,15 +255,21 @@ def write_plm_cache(
         )
         indices = _free_shard_indices(shard_dir)
         for start in range(0, len(todo), shard_size):
-            index = next(indices)
             shard = todo[start : start + shard_size]
-            _write_shard(
-                shard, transcripts, shard_dir / f"states.{index}.ark",
-                shard_dir / f"states.{index}.scp", teacher, batch_size,
-                torch.device(device), np.dtype(dtype),
-            )
-            logging.info(f"shard {index} written ({start + len(shard)}/{len(todo)} transcripts)")
-        stored = _stored_entries(shard_dir)
+            if as_npy:
+                _write_npy_entries(
+                    shard, transcripts, states_dir, teacher, batch_size,
+                    torch.device(device), np.dtype(dtype),
+                )
+            else:
+                index = next(indices)
+                _write_shard(
+                    shard, transcripts, shard_dir / f"states.{index}.ark",
+                    shard_dir / f"states.{index}.scp", teacher, batch_size,
+                    torch.device(device), np.dtype(dtype),
+                )
+            logging.info(f"{start + len(shard)}/{len(todo)} transcripts written")
+        stored = stored_entries()
 
         merged = output_dir / CACHE_SCP
         write_kaldi_map(merged, [(utt, stored[fingerprints[utt]]) for utt in sorted(transcripts)])
@@ -229,21 +282,32 @@ def write_plm_cache(
     return merged
 
 
+def _encoded(shard, transcripts, teacher, batch_size, device, dtype) -> Iterator[tuple]:
+    """``(fingerprint, states)`` of each ``(fingerprint, representative utterance)``."""
+    for start in range(0, len(shard), batch_size):
+        batch = shard[start : start + batch_size]
+        utts = [utt for _, utt in batch]
+        states, lengths, _ = teacher.encode([transcripts[u] for u in utts], device, utt_ids=utts)
+        for (key, _), state, length in zip(batch, states, lengths):
+            yield key, state[: int(length)].cpu().numpy().astype(dtype)
+
+
 def _write_shard(shard, transcripts, ark_path, scp_path, teacher, batch_size, device, dtype):
-    """``shard``: (fingerprint, representative utterance) pairs."""
+    """One Kaldi ark/scp shard of float32 entries."""
     tmp_scp = scp_path.with_name(scp_path.name + ".tmp")
-    # Kaldi's binary matrix has no float16; kaldiio's numpy entries keep any dtype.
-    write_function = None if dtype == np.float32 else "numpy"
-    with kaldiio.WriteHelper(f"ark,scp:{ark_path},{tmp_scp}", write_function=write_function) as writer:
-        for start in range(0, len(shard), batch_size):
-            batch = shard[start : start + batch_size]
-            utts = [utt for _, utt in batch]
-            states, lengths, _ = teacher.encode(
-                [transcripts[u] for u in utts], device, utt_ids=utts
-            )
-            for (key, _), state, length in zip(batch, states, lengths):
-                writer(key, state[: int(length)].cpu().numpy().astype(dtype))
+    with kaldiio.WriteHelper(f"ark,scp:{ark_path},{tmp_scp}") as writer:
+        for key, state in _encoded(shard, transcripts, teacher, batch_size, device, dtype):
+            writer(key, state)
     os.replace(tmp_scp, scp_path)  # the shard counts as done only from here
+
+
+def _write_npy_entries(shard, transcripts, states_dir, teacher, batch_size, device, dtype):
+    """One ``.npy`` file per entry, each counting as done once renamed into place."""
+    for key, state in _encoded(shard, transcripts, teacher, batch_size, device, dtype):
+        tmp = states_dir / f"{key}.npy.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, state)
+        os.replace(tmp, states_dir / f"{key}.npy")
 
 
 def _cache_entries(args) -> Dict[str, List[tuple]]:
@@ -273,10 +337,18 @@ def check_plm_cache_covers_data(cmd: Iterable[str]) -> None:
         return
     in_use = []
     for split, entries in _cache_entries(args).items():
-        caches = [e[0] for e in entries if e[1] == DATA_KEY]
+        caches = [(e[0], e[2]) for e in entries if e[1] == DATA_KEY]
         texts = [e[0] for e in entries if e[1] == "text"]
-        for cache in caches:
+        for cache, data_type in caches:
             in_use.append(f"{split}: {cache}")
+            manifest = read_manifest(Path(cache).parent)
+            if manifest is not None and data_type != cache_data_type(manifest):
+                raise SystemExit(
+                    f"--{split}_data_path_and_name_and_type {cache},{DATA_KEY},{data_type}: "
+                    f"that cache holds {manifest.get('dtype')} states, which ESPnet reads as "
+                    f"{cache_data_type(manifest)}: write "
+                    f"`{data_path_argument(Path(cache), split)}`."
+                )
             if texts:
                 try:
                     check_cache_against_text(Path(cache), Path(texts[0]))

@@ -5,6 +5,8 @@ Transformer encoders; waveform frontend or features with GlobalMVN), one batch
 of utterances whose lengths differ by up to 8x, against each utterance alone.
 """
 
+import importlib.metadata
+
 import pytest
 import torch
 
@@ -16,6 +18,15 @@ FEAT_DIM = 20
 SAMPLES_PER_FRAME = 160
 WAVE_LENGTHS = [16000, 2100, 9000, 4400, 6000]  # samples at 16 kHz: 1 s down to 0.13 s
 FEAT_LENGTHS = [n // SAMPLES_PER_FRAME for n in WAVE_LENGTHS]
+
+ESPNET_RELEASE = int(importlib.metadata.version("espnet").split(".")[0])
+# ESPnet 202611 masks these leaks itself (its subsampled masks and convolution
+# modules): there the batch is exact without the hooks, and must stay so with them.
+EXACT_FROM_202611 = {
+    ("transformer", False, "conv2d"),
+    ("conformer", False, "linear"),
+    ("e_branchformer", False, "linear"),
+}
 
 
 def build_encoder(name: str, input_size: int, input_layer: str = "conv2d"):
@@ -139,7 +150,10 @@ def test_without_the_hooks_a_batch_differs(encoder, frontend, input_layer):
     patched = largest_difference(*batched_and_single(model, speech, lengths))
     invariance.remove()
     again = largest_difference(*batched_and_single(model, speech, lengths))
-    assert unpatched > 1e-2 and again == pytest.approx(unpatched)
+    if ESPNET_RELEASE >= 202611 and (encoder, frontend, input_layer) in EXACT_FROM_202611:
+        assert unpatched < 1e-5 and again < 1e-5
+    else:
+        assert unpatched > 1e-2 and again == pytest.approx(unpatched)
     assert patched < 1e-4
 
 

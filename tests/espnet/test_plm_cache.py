@@ -17,6 +17,7 @@ from espnet_gmot.espnet.plm_cache import (
     PLMCacheError,
     check_cache_against_text,
     check_plm_cache_covers_data,
+    data_path_argument,
     write_plm_cache,
 )
 from espnet_gmot.kaldi_data import read_kaldi_map, write_kaldi_map
@@ -195,17 +196,58 @@ def test_float16_cache_is_half_the_size_and_read_as_float32(tmp_path, bert):
     text = write_text(tmp_path / "text", utts)
     teacher = PLMTeacher(str(bert))
     sizes = {}
-    for dtype in ("float32", "float16"):
+    for dtype, data_type, stored in (("float32", "kaldi_ark", "shards/*.ark"),
+                                     ("float16", "npy", "states/*.npy")):
         scp = write_plm_cache(text, tmp_path / dtype, teacher, dtype=dtype)
-        sizes[dtype] = sum(p.stat().st_size for p in (tmp_path / dtype / "shards").glob("*.ark"))
-        assert json.loads((tmp_path / dtype / "plm_cache.json").read_text())["dtype"] == dtype
-        dataset = ESPnetDataset([(str(scp), "plm_states", "kaldi_ark")])
+        sizes[dtype] = sum(p.stat().st_size for p in (tmp_path / dtype).glob(stored))
+        manifest = json.loads((tmp_path / dtype / "plm_cache.json").read_text())
+        assert (manifest["dtype"], manifest["data_type"]) == (dtype, data_type)
+        assert data_path_argument(scp) == (
+            f"--train_data_path_and_name_and_type {scp},plm_states,{data_type}")
+        # ESPnet's own loader of that type: kaldiio in 202511, omniio in 202611.
+        dataset = ESPnetDataset([(str(scp), "plm_states", data_type)])
         for utt, sentence in utts.items():
             value = dataset[utt][1]["plm_states"]
             assert value.dtype == np.float32
             tolerance = 1e-6 if dtype == "float32" else 5e-3
             np.testing.assert_allclose(value, teacher_states(teacher, sentence), atol=tolerance, rtol=tolerance)
     assert 0.45 < sizes["float16"] / sizes["float32"] < 0.6
+
+
+def test_float16_npy_cache_resumes_entry_by_entry(tmp_path, bert):
+    utts = {f"u{k}": s for k, s in enumerate(["他是老师", "我们去学校", "你好世界", "他是老师"])}
+    text = write_text(tmp_path / "text", utts)
+    teacher = PLMTeacher(str(bert))
+    out = tmp_path / "cache"
+    write_plm_cache(text, out, teacher, dtype="float16", batch_size=2)
+    entries = sorted((out / "states").glob("*.npy"))
+    assert len(entries) == 3  # the repeated sentence is stored once
+    assert not list((out / "states").glob("*.tmp")) and not (out / "shards").exists()
+    kept = {p: p.stat().st_mtime_ns for p in entries}
+    entries[1].unlink()
+    (out / "states" / "partial.npy.tmp").write_bytes(b"\x93NUMPY interrupted")
+    write_plm_cache(text, out, teacher, dtype="float16", batch_size=2)
+    assert entries[1].exists() and not list((out / "states").glob("*.tmp"))
+    for path in (entries[0], entries[2]):
+        assert path.stat().st_mtime_ns == kept[path]  # finished entries are not recomputed
+    scp = read_kaldi_map(out / "plm_states.scp")
+    assert sorted(scp) == sorted(utts) and scp["u0"] == scp["u3"]
+    for utt, sentence in utts.items():
+        np.testing.assert_allclose(np.load(scp[utt]), teacher_states(teacher, sentence), atol=5e-3, rtol=5e-3)
+
+
+def test_float16_cache_of_the_kaldi_ark_layout_is_refused(tmp_path, bert):
+    text = write_text(tmp_path / "text", {"u0": "他是老师"})
+    teacher = PLMTeacher(str(bert))
+    out = tmp_path / "cache"
+    write_plm_cache(text, out, teacher, dtype="float16")
+    manifest = json.loads((out / "plm_cache.json").read_text())
+    del manifest["data_type"]  # as an earlier espnet-gmot wrote it
+    (out / "plm_cache.json").write_text(json.dumps(manifest))
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(PLMCacheError, match="earlier espnet-gmot .* kaldi_ark loader cannot read.* Remove it"):
+        write_plm_cache(text, out, teacher, dtype="float16")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 @pytest.mark.slow  # builds ESPnet's asr_train parser
@@ -220,6 +262,18 @@ def test_training_refuses_a_cache_that_misses_utterances(tmp_path, bert):
         check_plm_cache_covers_data(args)
     full = write_plm_cache(text, tmp_path / "cache_full", PLMTeacher(str(bert)))
     check_plm_cache_covers_data(args[:-1] + [f"--train_data_path_and_name_and_type={full},plm_states,kaldi_ark"])
+
+
+@pytest.mark.slow  # builds ESPnet's asr_train parser
+def test_training_refuses_a_cache_read_with_the_wrong_data_type(tmp_path, bert):
+    text = write_text(tmp_path / "text", {"a": "他是", "b": "我们"})
+    scp = write_plm_cache(text, tmp_path / "cache", PLMTeacher(str(bert)), dtype="float16")
+    args = ["--train_data_path_and_name_and_type", f"{tmp_path}/wav.scp,speech,sound",
+            "--train_data_path_and_name_and_type", f"{text},text,text"]
+    with pytest.raises(SystemExit, match=rf"{scp},plm_states,kaldi_ark: that cache holds float16 "
+                       rf"states, which ESPnet reads as npy: write `--train_data_path_and_name_and_type {scp},plm_states,npy`"):
+        check_plm_cache_covers_data(args + [f"--train_data_path_and_name_and_type={scp},plm_states,kaldi_ark"])
+    check_plm_cache_covers_data(args + [f"--train_data_path_and_name_and_type={scp},plm_states,npy"])
 
 
 @pytest.mark.slow  # builds ESPnet's asr_train parser

@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(cmd, env, timeout):
+    """``(return code, stdout, stdout and stderr)``."""
     proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
-    return proc.returncode, proc.stdout + proc.stderr
+    return proc.returncode, proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def venv():
     path = Path(os.environ.get("ESPNET_GMOT_202611_VENV", REPO / ".venv-espnet202611"))
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["ESPNET_GMOT_VENV"] = str(path)
-    rc, out = _run(["bash", REPO / "tools" / "install.sh", "--espnet", "202611"], env, 3600)
+    rc, _, out = _run(["bash", REPO / "tools" / "install.sh", "--espnet", "202611"], env, 3600)
     assert rc == 0, f"tools/install.sh --espnet 202611 failed ({rc}):\n{out[-6000:]}"
     env["PATH"] = os.pathsep.join([str(path / "bin"), env.get("PATH", "")])
     return dict(python=path / "bin" / "python", env=env, install_log=out)
@@ -47,8 +48,8 @@ def venv():
 
 def _pytest_in_venv(venv, tmp_path, *args, timeout=1800):
     """Runs this checkout's tests with the 202611 venv's Python; returns the summary."""
-    rc, out = _run([venv["python"], "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "--basetemp", tmp_path / "basetemp", *args], venv["env"], timeout)
+    rc, _, out = _run([venv["python"], "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                       "--basetemp", tmp_path / "basetemp", *args], venv["env"], timeout)
     summary = out.strip().splitlines()[-1] if out.strip() else ""
     assert rc == 0, f"pytest {' '.join(map(str, args))} on ESPnet 202611 failed ({rc}):\n{out[-8000:]}"
     assert re.search(r"\b[1-9]\d* passed", summary), summary
@@ -60,15 +61,15 @@ def test_environment_is_espnet_202611_with_a_loading_torchaudio(venv):
             "from espnet_gmot.espnet import compat;"
             "print(m.version('espnet'), torch.__version__, torchaudio.__version__,"
             " compat.LEGACY_PACKAGE, '%d.%d' % sys.version_info[:2])")
-    rc, out = _run([venv["python"], "-c", code], venv["env"], 600)
+    rc, stdout, out = _run([venv["python"], "-c", code], venv["env"], 600)
     assert rc == 0, out[-4000:]
-    espnet, torch_version, torchaudio_version, legacy, python = out.split()[-5:]
+    espnet, torch_version, torchaudio_version, legacy, python = stdout.split()[-5:]
     assert espnet == "202611"
     assert torch_version.split("+")[0] == torchaudio_version.split("+")[0] == "2.11.0"
     # 202611 has no top-level ``espnet`` package any more: the compat module
     # must have found the legacy code under espnet2.
     assert legacy == "espnet2.legacy"
-    rc, out = _run([venv["python"], "-m", "pip", "check"], venv["env"], 600)
+    rc, _, out = _run([venv["python"], "-m", "pip", "check"], venv["env"], 600)
     assert rc == 0 and "No broken requirements found" in out, out
     print(f"ESPnet 202611 on Python {python}")
 

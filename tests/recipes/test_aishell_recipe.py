@@ -570,11 +570,8 @@ def _launch_importable() -> Optional[str]:
 _LAUNCH_ERROR = _launch_importable()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(_LAUNCH_ERROR is not None,
-                    reason=f"espnet_gmot.launch cannot be imported: {_LAUNCH_ERROR}")
-def test_routed_gmot_commands_run_for_real(tmp_path):
-    """run.sh's options (with --plm_cache) turned into asr.sh's stage 10-12 commands."""
+def _tiny_asr1_and_recipe(tmp_path):
+    """An ESPnet checkout whose asr1 holds a tiny corpus's dump, and the recipe beside it."""
     corpus = make_tiny_corpus(tmp_path / "corpus")
     bert = make_tiny_bert(tmp_path / "tiny_bert", hidden_size=32)
     espnet = make_espnet_root(tmp_path / "espnet")
@@ -585,10 +582,34 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
     (asr1 / "data" / "zh_token_list" / "char").mkdir(parents=True)
     shutil.copy(corpus["token_list"], asr1 / "data" / "zh_token_list" / "char" / "tokens.txt")
     recipe = copy_recipe(espnet / "egs2" / "aishell" / "asr_gmot")
-
     config = tiny_recipe_config(bert)
     (recipe / "conf" / "train_asr_gmot_tiny.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    return recipe
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(_LAUNCH_ERROR is not None,
+                    reason=f"espnet_gmot.launch cannot be imported: {_LAUNCH_ERROR}")
+def test_float16_plm_cache_is_passed_as_npy(tmp_path):
+    recipe = _tiny_asr1_and_recipe(tmp_path)
+    opts = setup_and_run(recipe, "--asr_config", "conf/train_asr_gmot_tiny.yaml",
+                         "--plm_cache", "true", "--plm_cache_opts", "--dtype float16",
+                         "--python", sys.executable, "--ngpu", "0", "--stop_stage", "10")
+    cache = "dump/plm_states/tiny_bert"
+    assert opts["asr_args"] == (
+        f"--train_data_path_and_name_and_type {cache}/train_sp/plm_states.scp,plm_states,npy "
+        f"--valid_data_path_and_name_and_type {cache}/dev/plm_states.scp,plm_states,npy "
+        "--allow_variable_data_keys true"
+    )
+    assert list((recipe / cache / "train_sp" / "states").glob("*.npy"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_LAUNCH_ERROR is not None,
+                    reason=f"espnet_gmot.launch cannot be imported: {_LAUNCH_ERROR}")
+def test_routed_gmot_commands_run_for_real(tmp_path):
+    """run.sh's options (with --plm_cache) turned into asr.sh's stage 10-12 commands."""
+    recipe = _tiny_asr1_and_recipe(tmp_path)
     opts = setup_and_run(recipe, "--asr_config", "conf/train_asr_gmot_tiny.yaml",
                          "--plm_cache", "true", "--python", sys.executable, "--ngpu", "0")
     cache = "dump/plm_states/tiny_bert"

@@ -302,7 +302,14 @@ print(config.get("model", "espnet"), plm_conf.get("name_or_path", "-"))
                     ${plm_cache_opts}
             done
         fi
-        asr_args="--train_data_path_and_name_and_type ${plm_dir}/${train_dump}/plm_states.scp,plm_states,kaldi_ark --valid_data_path_and_name_and_type ${plm_dir}/${valid_set}/plm_states.scp,plm_states,kaldi_ark --allow_variable_data_keys true${asr_args:+ ${asr_args}}"
+        # kaldi_ark, or npy for a float16 cache: the cache's manifest says which.
+        # shellcheck disable=SC2086
+        plm_data_args="$(${python} -m espnet_gmot.launch -c '
+import sys
+from espnet_gmot.espnet.plm_cache import data_path_argument
+print(data_path_argument(sys.argv[1], "train"), data_path_argument(sys.argv[2], "valid"))
+' "${plm_dir}/${train_dump}/plm_states.scp" "${plm_dir}/${valid_set}/plm_states.scp")"
+        asr_args="${plm_data_args} --allow_variable_data_keys true${asr_args:+ ${asr_args}}"
     fi
 fi
 
