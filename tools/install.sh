@@ -11,12 +11,12 @@
 #   --espnet 202511 (default): Python 3.11, tools/constraints.txt, venv
 #       $ESPNET_GMOT_VENV (default <repo>/.venv). The demo and the tests use it.
 #   --espnet 202611: ESPnet's current release, tools/constraints-espnet202611.txt,
-#       venv $ESPNET_GMOT_VENV (default <repo>/.venv-espnet202611). It needs
-#       Python 3.12 or 3.13: $PYTHON, else python3.12/python3.13 on PATH or under
-#       pyenv. With only Python 3.11 it installs anyway, forced past ESPnet's
-#       python_requires (pip --ignore-requires-python, with the constraints
-#       holding back scipy and av, whose newer releases need 3.12): that venv
-#       is for testing the plugin's code against 202611, not a supported setup.
+#       venv $ESPNET_GMOT_VENV (default <repo>/.venv-espnet202611). Python:
+#       $PYTHON, else python3.12/python3.13 on PATH or under pyenv, else
+#       python3. On Python 3.11 it installs forced past ESPnet's python_requires
+#       (pip --ignore-requires-python, the constraints holding back scipy and
+#       av, whose newer releases need 3.12): such a venv tests the plugin's
+#       code against 202611's modules, it is not a supported setup.
 # A complete environment is recognised by a stamp in the venv (a digest of this
 # script, setup.py, the constraints file and the Python version), written after
 # a successful install; with it, the Debian packages and sclite's link present,
@@ -32,13 +32,17 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-# A Python >= 3.12 and < 3.14 (ESPnet 202611's range), or nothing.
+# $PYTHON if set, else the first Python 3.12 or 3.13 (ESPnet 202611's range)
+# on PATH or under pyenv, else nothing.
 find_python_for_202611() {
+    if [ -n "${PYTHON:-}" ]; then
+        echo "${PYTHON}"
+        return
+    fi
     local candidate
-    for candidate in "${PYTHON:-}" python3.12 python3.13 \
+    for candidate in python3.12 python3.13 \
             "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3 \
             "$(pyenv root 2>/dev/null)"/versions/3.13*/bin/python3; do
-        [ -n "${candidate}" ] || continue
         if "${candidate}" -c 'import sys, venv; sys.exit(not (3, 12) <= sys.version_info[:2] < (3, 14))' \
                 2> /dev/null; then
             echo "${candidate}"
@@ -62,10 +66,10 @@ case "${espnet_release}" in
         venv=${ESPNET_GMOT_VENV:-${repo}/.venv-espnet202611}
         constraints=${repo}/tools/constraints-espnet202611.txt
         python=$(find_python_for_202611)
+        python=${python:-python3}
         python_check='(3, 11) <= sys.version_info[:2] < (3, 14)'
         python_wanted="Python 3.12 or 3.13 (or 3.11, forced)"
-        if [ -z "${python}" ]; then
-            python=python3
+        if "${python}" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2> /dev/null; then
             forced_pip_args=(--ignore-requires-python --prefer-binary)
         fi ;;
     *)
@@ -111,8 +115,8 @@ if ! "${python}" -c "import sys; sys.exit(not (${python_check}))"; then
     exit 1
 fi
 if [ ${#forced_pip_args[@]} -gt 0 ]; then
-    echo "install.sh: no Python 3.12 or 3.13 found: installing ESPnet 202611 on" \
-         "$("${python}" -V 2>&1), forced past its python_requires" >&2
+    echo "install.sh: installing ESPnet 202611 on $("${python}" -V 2>&1), forced past its" \
+         "python_requires (no Python 3.12 or 3.13 found, or PYTHON chose 3.11)" >&2
 fi
 if [ ! -x "${venv}/bin/python" ]; then
     echo "install.sh: creating ${venv}"
