@@ -17,9 +17,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    # 3.11: the Python the package is tested with (tools/constraints.txt;
-    # torchaudio 2.11, scipy 1.17 and numpy 2.4 there need >= 3.11).
-    # tools/install.sh builds exactly that set and so asks for 3.11 itself.
+    # 3.11 with espnet 202511 and 3.12 with espnet 202611 are tested
+    # (tools/constraints*.txt; README, "Supported versions"); torchaudio 2.11,
+    # scipy 1.17 and numpy 2.4 need >= 3.11.
     python_requires=">=3.11",
     packages=find_packages(include=["espnet_gmot", "espnet_gmot.*"]),
     install_requires=[

@@ -7,7 +7,10 @@
 # The suite includes the `install` tests (tests/install/): `pip install .` into a
 # fresh venv WITHOUT tools/constraints.txt, then a tiny train and decode there
 # (a few minutes with a warm pip cache; it needs the package index or that
-# cache). Leave them out with: tools/test.sh -m "not install"
+# cache), and the ESPnet 202611 group (tests/espnet202611/, also marked
+# install): tools/install.sh --espnet 202611 builds .venv-espnet202611, then the
+# fast suite and the greedy-decoding tests run in it. Leave both out with:
+# tools/test.sh -m "not install"; only the 202611 group: -m "not espnet202611"
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 "${repo}/tools/install.sh"
