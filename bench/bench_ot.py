@@ -17,8 +17,10 @@ difference; then
 * POT's batched ``ot.batch.solve_gromov_batch`` (another algorithm, see below),
 * time against the batch size (8 to 256 items) and against n (up to 1500 frames,
   a 60 s utterance), with the ratio to POT's per-item loop,
-* time against ``check_every`` (host reads every that many iterations) on the
-  transfer module's own setting (temporal prior, omega 1.7, 200 iterations),
+* time against ``check_every`` (host reads every that many iterations; the
+  default ``None`` adapts on the CPU) on the transfer module's own setting
+  (temporal prior, omega 1.7, 200 iterations) and on the FGW problem, with the
+  default's ratio to the fixed cadence of 10 as a regression guard,
 * balanced against semi-relaxed and unbalanced marginals (``marginal_relaxation``)
   on the same setting, TOT-CAKT's and GM-OT's couplings (``--marginals`` runs
   only this table),
@@ -28,6 +30,7 @@ and the same on a GPU when one is present. Usage::
     python bench/bench_ot.py [--batch 32] [--repeats 3] [--threads 2]
     python bench/bench_ot.py --quick        # about a minute on 2 cores
     python bench/bench_ot.py --marginals    # the marginals table only
+    python bench/bench_ot.py --cadence      # the check_every table and its guard only
 """
 
 import argparse
@@ -224,25 +227,42 @@ def run(device, args):
 
 def check_every_sweep(device, args, sync):
     """The cost of reading the host every k iterations, on the transfer module's
-    settings (epsilon 0.1, omega 1.7, tol 1e-6, at most 200 iterations):
-    OT-BERT's cosine cost converges before the cap (a larger k runs up to k - 1
-    iterations past convergence), TOT-CAKT's stiffer cost runs to the cap."""
-    cost, _, _, n_len, m_len = make_batch(args.batch, (50, 300), (10, 40), 256, args.seed, device)
+    settings (epsilon 0.1, omega 1.7, tol 1e-6, at most 200 iterations) and on
+    the FGW problem above: OT-BERT's cosine cost converges before the cap (a
+    larger k runs up to k - 1 iterations past convergence), TOT-CAKT's stiffer
+    cost runs to the cap. ``None`` is the default (adaptive on the CPU); its
+    ratio to k = 10, the fixed cadence every device had before, is the
+    regression guard: above 1 on the CPU is a regression."""
+    cost, c1, c2, n_len, m_len = make_batch(args.batch, (50, 300), (10, 40), 256, args.seed, device)
     prior = temporal_cost(n_len, m_len, cost.size(1), cost.size(2))
-    for name, problem in (("OT-BERT", cost), ("TOT-CAKT", cost + 0.5 * prior)):
-        print(f"time against check_every ({name} cost, batch {args.batch}, epsilon 0.1, "
-              f"omega 1.7, max 200 iterations, tol 1e-6):")
-        base = None
-        for k in (1, 2, 5, 10, 20, 50):
+
+    def sinkhorn_solve(problem, k):
+        return sinkhorn(problem, n_len, m_len, epsilon=0.1, max_iter=200, tol=1e-6,
+                        overrelaxation=1.7, check_every=k)
+
+    def fgw_solve(problem, k):
+        return fused_gromov_wasserstein(
+            *problem, epsilon=EPSILON, gw_weight=GW_WEIGHT, outer_iter=OUTER_ITER,
+            inner_iter=INNER_ITER, tol=INNER_TOL, check_every=k)
+
+    smooth = make_batch(args.batch, (50, 300), (10, 40), 768, args.seed, device)
+    cases = (
+        ("OT-BERT cost, epsilon 0.1, omega 1.7, max 200 iterations, tol 1e-6", sinkhorn_solve, cost),
+        ("TOT-CAKT cost, same", sinkhorn_solve, cost + 0.5 * prior),
+        (f"FGW, smooth features, dim 768, {OUTER_ITER} outer steps, tol {INNER_TOL:g}", fgw_solve, smooth),
+    )
+    for name, solver, problem in cases:
+        print(f"time against check_every ({name}; batch {args.batch}):")
+        times = {}
+        for k in (None, 1, 2, 5, 10, 20, 50):
             def solve():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    return sinkhorn(problem, n_len, m_len, epsilon=0.1, max_iter=200, tol=1e-6,
-                                    overrelaxation=1.7, check_every=k)
-            t, result = timed(solve, args.repeats, sync)
-            base = base or t
-            print(f"  check_every = {k:3d}: {t * 1e3:8.1f} ms ({t / base:5.2f}x of 1), "
-                  f"{result.n_iter} iterations, {math.ceil(result.n_iter / k)} loop reads")
+                    return solver(problem, k)
+            times[k], result = timed(solve, args.repeats, sync)
+            print(f"  check_every = {str(k):>4}: {times[k] * 1e3:8.1f} ms, "
+                  f"{result.n_iter} iterations")
+        print(f"  regression guard: default / fixed 10 = {times[None] / times[10]:.2f}")
 
 
 def marginals_sweep(device, args, sync):
@@ -300,6 +320,8 @@ def main():
     parser.add_argument("--n-batch", type=int, default=4, help="batch of the n sweep")
     parser.add_argument("--marginals", action="store_true",
                         help="only the balanced / semi-relaxed / unbalanced table")
+    parser.add_argument("--cadence", action="store_true",
+                        help="only the check_every table and its regression guard")
     parser.add_argument("--quick", action="store_true",
                         help="small sweeps (batch 8, B 8/32, n 100/500), about a minute")
     args = parser.parse_args()
@@ -308,10 +330,11 @@ def main():
         args.batch_sizes, args.lengths, args.n_batch = [8, 32], [100, 500], 2
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, POT {ot.__version__}, {args.threads} CPU threads")
-    if args.marginals:
+    if args.marginals or args.cadence:
         sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        sweep = marginals_sweep if args.marginals else check_every_sweep
         for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
-            marginals_sweep(device, args, sync)
+            sweep(device, args, sync)
         return
     run(torch.device("cpu"), args)
     if torch.cuda.is_available():

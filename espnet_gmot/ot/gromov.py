@@ -47,7 +47,6 @@ import torch
 from espnet_gmot.ot.costs import Lengths
 from espnet_gmot.ot.host import to_host
 from espnet_gmot.ot.sinkhorn import (
-    DEFAULT_CHECK_EVERY,
     DEFAULT_NEWTON_STEPS,
     HARD,
     Marginals,
@@ -108,7 +107,7 @@ def fused_gromov_wasserstein(
     outer_tol: float = 0.0,
     gradient: str = "envelope",
     overrelaxation: float = 1.0,
-    check_every: int = DEFAULT_CHECK_EVERY,
+    check_every: Optional[int] = None,
     epsilon_scaling: bool = True,
     newton_steps: int = DEFAULT_NEWTON_STEPS,
     marginal_relaxation: Relaxation = math.inf,

@@ -89,16 +89,56 @@ GRADIENT_MODES = ("envelope", "unrolled")
 # this keeps kernel-vector products far from over- and underflow.
 _LOG_SCALING_BOUND = math.log(1e6)
 
-# Host reads every this many iterations. Measured on 2 CPU cores (the
-# check_every table of bench/bench_ot.py, batch 32, 200 iterations, omega 1.7):
-# OT-BERT 107/106/106 ms and TOT-CAKT 233/253/280 ms for 1/10/50. On CPU a read
-# is free and a larger value only delays the rebuild of clamped scalings and the
-# stop (up to k - 1 iterations past convergence): 10 costs 0-8% against 1, 50
-# costs up to 20%. On a GPU an iteration of the papers' batch is a handful of
-# kernel launches (tens of microseconds) and each read drains the queue, so 1
-# would stall the device 200 times per solve; 10 keeps 20 reads per 200
-# iterations at a CPU cost within the measurement noise.
-DEFAULT_CHECK_EVERY = 10
+# Host reads (the stop and rebuild decisions) every this many iterations where a
+# read drains the device's queue: on a GPU an iteration of the papers' batch is
+# a handful of kernel launches (tens of microseconds), so reading every
+# iteration would stall the device 200 times per solve, while 10 keeps 20 reads
+# per 200 iterations. On the CPU a read costs no synchronisation, only its own
+# few small ops (tens of microseconds), while a fixed cadence runs up to k - 1
+# iterations past convergence: there ``check_every=None`` (the default) reads
+# adaptively (:class:`CheckCadence`), at most every DEVICE_CHECK_EVERY
+# iterations (bench/bench_ot.py's cadence table measures both).
+DEVICE_CHECK_EVERY = 10
+
+# Relaxed marginals: the duals are translated (and the kernel rebuilt) every
+# this many iterations, whatever the read cadence (a rebuild costs an exp of the
+# whole kernel; the translation only needs to keep up with the slow mass mode).
+TRANSLATE_EVERY = 10
+
+
+class CheckCadence:
+    """When the scaling loop next reads the host.
+
+    A fixed ``check_every``, or (``None`` on the CPU) an adaptive one: Sinkhorn
+    converges linearly, so the rate between the last two reads of the worst
+    active error predicts the iteration where it falls below ``tol``; the next
+    read is there, within ``[1, DEVICE_CHECK_EVERY]``. ``None`` elsewhere is
+    ``DEVICE_CHECK_EVERY``.
+    """
+
+    def __init__(self, check_every: Optional[int], device: torch.device, tol: float):
+        self.adaptive = check_every is None and device.type == "cpu"
+        self.fixed = check_every if check_every is not None else DEVICE_CHECK_EVERY
+        self.tol = tol
+        self.interval = 1 if self.adaptive else self.fixed
+        self._last_error = math.nan
+
+    def next_interval(self, worst_error: float) -> int:
+        """After a read that saw ``worst_error`` (the largest active item's)."""
+        if self.adaptive:
+            previous, self._last_error = self._last_error, worst_error
+            log_rate = (
+                math.log(worst_error / previous) / self.interval
+                if 0 < worst_error < previous else 0.0
+            )
+            if log_rate < 0 and self.tol > 0:
+                needed = math.log(self.tol / worst_error) / log_rate
+                self.interval = int(min(max(math.ceil(needed), 1), DEVICE_CHECK_EVERY))
+            else:  # no rate yet: read again at once; no progress (or nan): back off
+                first = math.isnan(previous) and not math.isnan(worst_error)
+                self.interval = 1 if first else DEVICE_CHECK_EVERY
+        return self.interval
+
 
 # A solve counts as unconverged when an item's column-marginal error exceeds
 # both ``tol`` and this share of the marginal's own L2 norm, ``||b|| = 1/sqrt(m)``.
@@ -404,7 +444,7 @@ def check_solver_options(
     tol: float,
     gradient: str,
     overrelaxation: float = 1.0,
-    check_every: int = DEFAULT_CHECK_EVERY,
+    check_every: Optional[int] = None,
     newton_steps: int = 0,
     marginal_relaxation: Relaxation = math.inf,
 ) -> Tuple[float, float]:
@@ -420,8 +460,8 @@ def check_solver_options(
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
     if not 1.0 <= overrelaxation < 2.0:
         raise ValueError(f"overrelaxation must lie in [1, 2), got {overrelaxation}")
-    if not (isinstance(check_every, int) and check_every >= 1):
-        raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
+    if not (check_every is None or (isinstance(check_every, int) and check_every >= 1)):
+        raise ValueError(f"check_every must be None or an integer >= 1, got {check_every!r}")
     if not (isinstance(newton_steps, int) and newton_steps >= 0):
         raise ValueError(f"newton_steps must be an integer >= 0, got {newton_steps!r}")
     return relaxation
@@ -508,7 +548,8 @@ class ScalingOptions:
             every item is frozen.
         overrelaxation: ``omega`` of over-relaxed Sinkhorn (Thibault et al.,
             2017): ``u <- u^(1 - omega) (a / K v)^omega``; 1 is plain Sinkhorn.
-        check_every: iterations between host reads (stop / rebuild decisions).
+        check_every: iterations between host reads (stop / rebuild decisions);
+            ``None``: by device (:class:`CheckCadence`).
         anneal_stages: epsilon-scaling stages of a cold start, see the module
             docstring; each item runs ``ceil(log2(its cost range / epsilon))`` of
             them (at most this many), the last ones, so its path does not depend
@@ -526,7 +567,7 @@ class ScalingOptions:
     max_iter: int
     tol: float
     overrelaxation: float = 1.0
-    check_every: int = DEFAULT_CHECK_EVERY
+    check_every: Optional[int] = None
     anneal_stages: int = 0
     newton_steps: int = 0
     relaxation: Tuple[float, float] = HARD
@@ -563,7 +604,8 @@ def solve_scaling(
         source_dual, target_dual: optional warm-start duals ``(B, n)``, ``(B, m)``.
     """
     epsilon, max_iter, tol = options.epsilon, options.max_iter, options.tol
-    overrelaxation, check_every = options.overrelaxation, options.check_every
+    overrelaxation = options.overrelaxation
+    cadence = CheckCadence(options.check_every, cost.device, tol)
     anneal_stages, newton_steps = options.anneal_stages, options.newton_steps
     relaxation = options.relaxation
     rho_a, rho_b = relaxation
@@ -608,7 +650,7 @@ def solve_scaling(
     item_iters += 1
     steps += 1
     needs_rebuild = torch.zeros_like(active)
-    since_check = 0
+    since_check = since_translate = 0
     high = math.exp(_LOG_SCALING_BOUND)
     low = 1.0 / high
     # a relaxed side with a finite positive weight: its total mass converges at
@@ -637,6 +679,7 @@ def solve_scaling(
         item_iters += was_active
         steps += 1
         since_check += 1
+        since_translate += 1
         u = torch.where(was_active[:, None], u_next, u)
         v = torch.where(active[:, None], v_next, v)
         # Scalings are clamped to [1/bound, bound] (a shorter step in the duals,
@@ -645,16 +688,22 @@ def solve_scaling(
         # products turn subnormal in float32: correct, but up to 50x slower on CPU.
         spread = torch.maximum(_log_spread(u_raw, source_mask), _log_spread(v_raw, target_mask))
         needs_rebuild = needs_rebuild | (was_active & ~(spread < _LOG_SCALING_BOUND))
-        if since_check >= check_every and steps < max_iter:
+        if since_check >= cadence.interval and steps < max_iter:
             since_check = 0
-            any_active, any_rebuild = to_host(torch.stack((active.any(), needs_rebuild.any())))
+            any_active, any_rebuild, worst_error = to_host(torch.stack((
+                active.any().to(error.dtype), needs_rebuild.any().to(error.dtype),
+                torch.where(active, error.detach(), 0.0).amax(),
+            )))
+            cadence.next_interval(worst_error)
             if not any_active:
                 break
-            if any_rebuild or translate:
+            translate_now = translate and since_translate >= TRANSLATE_EVERY
+            if any_rebuild or translate_now:
                 source_dual, target_dual = _absorb(
                     source_dual, target_dual, u, v, marginals, epsilon
                 )
-                if translate:
+                if translate_now:
+                    since_translate = 0
                     source_dual, target_dual = _translate(
                         source_dual, target_dual, marginals, relaxation, active
                     )
@@ -978,7 +1027,7 @@ def sinkhorn(
     tol: float = 1e-9,
     gradient: str = "envelope",
     overrelaxation: float = 1.0,
-    check_every: int = DEFAULT_CHECK_EVERY,
+    check_every: Optional[int] = None,
     epsilon_scaling: bool = True,
     newton_steps: int = DEFAULT_NEWTON_STEPS,
     marginal_relaxation: Relaxation = math.inf,
@@ -1014,6 +1063,8 @@ def sinkhorn(
             default) is POT's iteration. The solution does not change.
         check_every: iterations between the host reads that stop the loop (the
             only synchronisations of the loop); the result does not depend on it.
+            ``None`` (the default): adaptive on the CPU, where a read costs no
+            synchronisation, every ``DEVICE_CHECK_EVERY`` (10) on a GPU.
         epsilon_scaling: anneal epsilon on a cold start (see the module
             docstring); the solution does not change, only the iterations needed.
         newton_steps: at most this many Newton steps on the semi-dual for the

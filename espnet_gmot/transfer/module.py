@@ -34,7 +34,7 @@ from espnet_gmot.ot import (
     temporal_cost,
 )
 from espnet_gmot.ot.costs import working_dtype
-from espnet_gmot.ot.sinkhorn import DEFAULT_CHECK_EVERY, DEFAULT_NEWTON_STEPS
+from espnet_gmot.ot.sinkhorn import DEFAULT_NEWTON_STEPS
 
 MARGINAL_MODES = ("balanced", "semi_relaxed", "unbalanced")
 
@@ -74,6 +74,8 @@ class OTKnowledgeTransfer(torch.nn.Module):
             paper excludes them (eq. 21 sums ``j = 2 .. l_t - 1``).
         check_every: Sinkhorn iterations between the solver's host reads (its
             only synchronisations with a GPU); the result does not depend on it.
+            ``None`` (the default): adaptive on the CPU, where a read costs no
+            synchronisation, every 10 on a GPU.
         newton_steps: Newton steps on the semi-dual for couplings Sinkhorn
             leaves unconverged after ``inner_iter`` iterations (0: none). With
             them the papers' settings (epsilon 0.05-0.5, temporal_weight 0.5)
@@ -125,7 +127,7 @@ class OTKnowledgeTransfer(torch.nn.Module):
         gradient: str = "envelope",
         overrelaxation: float = 1.7,
         align_special_tokens: bool = False,
-        check_every: int = DEFAULT_CHECK_EVERY,
+        check_every: Optional[int] = None,
         newton_steps: int = DEFAULT_NEWTON_STEPS,
         marginals: str = "balanced",
         frame_relaxation: Optional[float] = None,
@@ -146,8 +148,8 @@ class OTKnowledgeTransfer(torch.nn.Module):
             raise ValueError(f"{key}epsilon must be > 0, got {epsilon}")
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"{key}gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
-        if check_every < 1:
-            raise ValueError(f"{key}check_every must be >= 1, got {check_every}")
+        if check_every is not None and check_every < 1:
+            raise ValueError(f"{key}check_every must be >= 1 (or null: by device), got {check_every}")
         if newton_steps < 0:
             raise ValueError(f"{key}newton_steps must be >= 0, got {newton_steps}")
         self.check_every = check_every

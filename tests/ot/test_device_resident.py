@@ -12,6 +12,7 @@ import torch
 
 from espnet_gmot.ot import fused_gromov_wasserstein, sinkhorn, temporal_cost
 from espnet_gmot.ot.host import HOST_READS
+from espnet_gmot.ot.sinkhorn import DEVICE_CHECK_EVERY, CheckCadence
 from tests.ot.problems import make_problem, pad_batch
 
 # one read for the input checks, one at the end of the solve
@@ -105,8 +106,41 @@ def test_frozen_items_do_not_depend_on_their_batch_between_checks():
 def test_check_every_is_validated():
     cost, _, _ = make_problem(5, 4, "random")
     for bad in (0, -3, 2.5):
-        with pytest.raises(ValueError, match="check_every must be an integer >= 1"):
+        with pytest.raises(ValueError, match="check_every must be None or an integer >= 1"):
             sinkhorn(cost[None], check_every=bad)
+
+
+def test_check_cadence_by_device():
+    """None: adaptive on the CPU (a read costs no synchronisation), 10 where it syncs."""
+    cuda = CheckCadence(None, torch.device("cuda"), tol=1e-6)
+    assert cuda.interval == cuda.next_interval(1e-3) == DEVICE_CHECK_EVERY == 10
+    fixed = CheckCadence(4, torch.device("cpu"), tol=1e-6)
+    assert fixed.interval == fixed.next_interval(1e-3) == 4
+    cpu = CheckCadence(None, torch.device("cpu"), tol=2e-6)
+    assert cpu.interval == 1
+    assert cpu.next_interval(1e-2) == 1  # no rate known yet
+    assert cpu.next_interval(1e-3) == 3  # 10x per iteration: 2e-6 in 2.7 more
+    assert cpu.next_interval(1e-4) == 6  # 10x per 3 iterations: 2e-6 in 5.1 more
+    assert cpu.next_interval(2e-4) == DEVICE_CHECK_EVERY  # no progress: back off
+    assert cpu.next_interval(1.999e-4) == DEVICE_CHECK_EVERY  # slow: at most 10
+
+
+@pytest.mark.parametrize("relaxation", [math.inf, (0.5, math.inf), (0.5, 2.0)])
+def test_cpu_default_stops_at_the_first_converged_iteration(relaxation):
+    """Balanced and relaxed: the CPU default runs no iteration past convergence
+    (a cadence of 10 runs up to 9 more) and reaches the same plan."""
+    cost, _, _, n_len, m_len = stiff_batch(kind="random")
+
+    def solve(check_every):
+        return sinkhorn(cost, n_len, m_len, epsilon=0.02, tol=1e-10, max_iter=5000,
+                        check_every=check_every, marginal_relaxation=relaxation)
+
+    (default, reads), every_10 = reads_during(lambda: solve(None)), solve(10)
+    assert default.marginal_error.max() < 1e-10 and every_10.marginal_error.max() < 1e-10
+    assert reads <= default.n_iter + FIXED_READS
+    assert reads < every_10.n_iter / 2  # adaptive: few reads, not one per iteration
+    assert default.n_iter <= every_10.n_iter
+    assert (default.plan - every_10.plan).abs().max() < 1e-8
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
