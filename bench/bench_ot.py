@@ -320,6 +320,8 @@ def main():
     parser.add_argument("--n-batch", type=int, default=4, help="batch of the n sweep")
     parser.add_argument("--marginals", action="store_true",
                         help="only the balanced / semi-relaxed / unbalanced table")
+    parser.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
+                        help="where to run (all: the CPU, then CUDA when present)")
     parser.add_argument("--cadence", action="store_true",
                         help="only the check_every table and its regression guard")
     parser.add_argument("--quick", action="store_true",
@@ -330,15 +332,18 @@ def main():
         args.batch_sizes, args.lengths, args.n_batch = [8, 32], [100, 500], 2
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, POT {ot.__version__}, {args.threads} CPU threads")
-    if args.marginals or args.cadence:
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-        sweep = marginals_sweep if args.marginals else check_every_sweep
-        for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
-            sweep(device, args, sync)
-        return
-    run(torch.device("cpu"), args)
-    if torch.cuda.is_available():
-        run(torch.device("cuda"), args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    devices = [torch.device(d) for d in ("cpu", "cuda")
+               if args.device in (d, "all") and (d == "cpu" or torch.cuda.is_available())]
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for device in devices:
+        if args.marginals:
+            marginals_sweep(device, args, sync)
+        elif args.cadence:
+            check_every_sweep(device, args, sync)
+        else:
+            run(device, args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,13 @@ import torch
 from espnet_gmot.bin.asr_inference_ctc_greedy import get_parser, greedy_ctc_search
 from espnet_gmot.kaldi_data import read_kaldi_map, read_text
 from tests.helpers import espnet_pipeline as pipeline
-from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
+from tests.helpers.tiny_asr import (
+    make_tiny_bert,
+    ctc_best_paths,
+    make_tiny_corpus,
+    sharpen_ctc,
+    tiny_gmot_config_text,
+)
 
 CONF = Path(__file__).parent / "conf"
 
@@ -64,9 +70,6 @@ def sharpened(tmp_path_factory):
     blanks), given a random CTC output layer with large weights and a blank bias
     that makes the blank win 60% of the frames: peaked posteriors spelling
     tokens separated by blanks, as a trained CTC model's do."""
-    import soundfile
-    from espnet2.tasks.asr import ASRTask
-
     root = tmp_path_factory.mktemp("greedy")
     corpus = make_tiny_corpus(root)
     bert = make_tiny_bert(root / "bert")
@@ -76,23 +79,7 @@ def sharpened(tmp_path_factory):
     exp.mkdir()
     stats = pipeline.collect_stats(exp, conf, corpus)
     model_dir = pipeline.train(exp, conf, corpus, stats)
-    model, _ = ASRTask.build_model_from_file(
-        model_dir / "config.yaml", model_dir / "valid.loss.best.pth", "cpu")
-    gen = torch.Generator().manual_seed(0)
-    weight = 8 * torch.randn(model.ctc.ctc_lo.weight.shape, generator=gen)
-    weight[0] = 0.0
-    best_token_logits = []
-    with torch.no_grad():
-        for path in read_kaldi_map(corpus["train"] / "wav.scp").values():
-            wave, _ = soundfile.read(path, dtype="float32")
-            speech = torch.from_numpy(wave)[None]
-            encoded, _ = model.encode(speech, torch.tensor([speech.size(1)]))
-            best_token_logits.append((encoded[0] @ weight[1:].T).max(-1).values)
-    bias = torch.zeros(weight.size(0))
-    bias[0] = torch.quantile(torch.cat(best_token_logits), 0.6)
-    state = model.state_dict()
-    state["ctc.ctc_lo.weight"], state["ctc.ctc_lo.bias"] = weight, bias
-    torch.save(state, model_dir / "sharpened.pth")
+    sharpen_ctc(model_dir, corpus["train"] / "wav.scp")
     return dict(exp=exp, model_dir=model_dir, corpus=corpus)
 
 
@@ -112,29 +99,8 @@ def decode_greedy(sharpened, batch_size, name):
 
 
 def reference_hypotheses(sharpened):
-    """One utterance at a time through ESPnet's Speech2Text model loading, its
-    encoder and its ``CTC.argmax``: best path, repeats collapsed, blanks dropped."""
-    from itertools import groupby
-
-    import soundfile
-    from espnet2.bin.asr_inference import Speech2Text
-
-    model_dir = sharpened["model_dir"]
-    speech2text = Speech2Text(model_dir / "config.yaml", model_dir / "sharpened.pth",
-                              beam_size=1, ctc_weight=1.0, device="cpu")
-    model = speech2text.asr_model
-    result = {}
-    for key, path in read_kaldi_map(sharpened["corpus"]["train"] / "wav.scp").items():
-        wave, _ = soundfile.read(path, dtype="float32")
-        speech = torch.from_numpy(wave)[None]
-        with torch.no_grad():
-            encoded, _ = model.encode(speech, torch.tensor([speech.size(1)]))
-            ids = [k for k, _ in groupby(model.ctc.argmax(encoded)[0].tolist())]
-        ids = [i for i in ids if i not in (0, model.eos)]
-        tokens = speech2text.converter.ids2tokens(ids)
-        result[key] = (speech2text.tokenizer.tokens2text(tokens), " ".join(tokens),
-                       " ".join(map(str, ids)))
-    return result
+    return ctc_best_paths(sharpened["model_dir"], "sharpened.pth",
+                          sharpened["corpus"]["train"] / "wav.scp")
 
 
 @pytest.mark.slow

@@ -81,11 +81,11 @@ def train(exp: Path, config: Path, corpus: Dict[str, Path], stats: Path,
 
 def decode(exp: Path, model_dir: Path, data_dir: Path, name: str,
            decode_config: Optional[Path] = None, model_file: str = "valid.loss.best.pth",
-           **how) -> Dict[str, str]:
+           ngpu: int = 0, **how) -> Dict[str, str]:
     """asr.sh stage 12 (one job): CTC decoding with Speech2Text; returns hyps."""
     out = exp / f"decode_{name}"
     args = [
-        "--ngpu", "0", "--data_path_and_name_and_type", f"{data_dir}/wav.scp,speech,sound",
+        "--ngpu", ngpu, "--data_path_and_name_and_type", f"{data_dir}/wav.scp,speech,sound",
         "--key_file", data_dir / "wav.scp",
         "--asr_train_config", model_dir / "config.yaml",
         "--asr_model_file", model_dir / model_file, "--output_dir", out,

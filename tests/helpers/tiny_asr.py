@@ -202,3 +202,67 @@ def build_tiny_gmot(root: Path, token_list: Path, bert: Path, variant: str = "ct
     )
     torch.manual_seed(0)
     return ASRTask.build_model(args)
+
+
+def sharpen_ctc(model_dir: Path, wav_scp: Path, model_file: str = "valid.loss.best.pth",
+                output_file: str = "sharpened.pth") -> Path:
+    """A trained tiny model (which after an epoch or two emits only blanks) with
+    a random CTC output layer of large weights and a blank bias that makes the
+    blank win 60% of the frames: peaked posteriors spelling tokens separated by
+    blanks, as a trained CTC model's do. Returns the new model file."""
+    import torch
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_gmot.espnet.registry import register
+
+    register()
+    model, _ = ASRTask.build_model_from_file(
+        model_dir / "config.yaml", model_dir / model_file, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    weight = 8 * torch.randn(model.ctc.ctc_lo.weight.shape, generator=gen)
+    weight[0] = 0.0
+    best_token_logits = []
+    with torch.no_grad():
+        for path in read_kaldi_map(wav_scp).values():
+            wave, _ = soundfile.read(path, dtype="float32")
+            speech = torch.from_numpy(wave)[None]
+            encoded, _ = model.encode(speech, torch.tensor([speech.size(1)]))
+            best_token_logits.append((encoded[0] @ weight[1:model.eos].T).max(-1).values)
+    bias = torch.zeros(weight.size(0))
+    bias[0] = torch.quantile(torch.cat(best_token_logits), 0.6)
+    # <sos/eos> never wins a frame (ESPnet's decoders drop it: a model whose
+    # frames it won would decode as blank)
+    weight[model.eos], bias[model.eos] = 0.0, -1e4
+    state = model.state_dict()
+    state["ctc.ctc_lo.weight"], state["ctc.ctc_lo.bias"] = weight, bias
+    torch.save(state, model_dir / output_file)
+    return model_dir / output_file
+
+
+def ctc_best_paths(model_dir: Path, model_file: str, wav_scp: Path, device: str = "cpu") -> Dict[str, tuple]:
+    """``{utt: (text, tokens, token ids)}``, one utterance at a time through ESPnet's
+    Speech2Text model loading, its encoder and its ``CTC.argmax`` on ``device``:
+    the best path, repeats collapsed, blanks and ``<sos/eos>`` dropped."""
+    from itertools import groupby
+
+    import torch
+    from espnet2.bin.asr_inference import Speech2Text
+
+    from espnet_gmot.espnet.registry import register
+
+    register()
+    speech2text = Speech2Text(model_dir / "config.yaml", model_dir / model_file,
+                              beam_size=1, ctc_weight=1.0, device=device)
+    model = speech2text.asr_model
+    result = {}
+    for key, path in read_kaldi_map(wav_scp).items():
+        wave, _ = soundfile.read(path, dtype="float32")
+        speech = torch.from_numpy(wave)[None].to(device)
+        with torch.no_grad():
+            encoded, _ = model.encode(speech, torch.tensor([speech.size(1)], device=device))
+            ids = [k for k, _ in groupby(model.ctc.argmax(encoded)[0].tolist())]
+        ids = [i for i in ids if i not in (0, model.eos)]
+        tokens = speech2text.converter.ids2tokens(ids)
+        result[key] = (speech2text.tokenizer.tokens2text(tokens), " ".join(tokens),
+                       " ".join(map(str, ids)))
+    return result
