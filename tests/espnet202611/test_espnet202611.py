@@ -56,14 +56,19 @@ def _pytest_in_venv(venv, tmp_path, *args, timeout=1800):
     return summary
 
 
+def _printed_in_venv(venv, code: str, words: int) -> list:
+    """The last ``words`` words that ``code`` prints in the 202611 venv."""
+    rc, stdout, out = _run([venv["python"], "-c", code], venv["env"], 600)
+    assert rc == 0, out[-4000:]
+    return stdout.split()[-words:]
+
+
 def test_environment_is_espnet_202611_with_a_loading_torchaudio(venv):
     code = ("import importlib.metadata as m, sys, torch, torchaudio, espnet2.tasks.asr;"
             "from espnet_gmot.espnet import compat;"
             "print(m.version('espnet'), torch.__version__, torchaudio.__version__,"
             " compat.LEGACY_PACKAGE, '%d.%d' % sys.version_info[:2])")
-    rc, stdout, out = _run([venv["python"], "-c", code], venv["env"], 600)
-    assert rc == 0, out[-4000:]
-    espnet, torch_version, torchaudio_version, legacy, python = stdout.split()[-5:]
+    espnet, torch_version, torchaudio_version, legacy, python = _printed_in_venv(venv, code, 5)
     assert espnet == "202611"
     assert torch_version.split("+")[0] == torchaudio_version.split("+")[0] == "2.11.0"
     # 202611 has no top-level ``espnet`` package any more: the compat module
@@ -93,6 +98,4 @@ def test_espnet3_asr_task_keeps_model_choices_of_its_own(venv):
             "from espnet_gmot.espnet.registry import register; register();"
             "print(e3.model_choices is e2.model_choices, 'gmot' in e2.model_choices.classes,"
             " 'gmot' in e3.model_choices.classes)")
-    rc, stdout, out = _run([venv["python"], "-c", code], venv["env"], 600)
-    assert rc == 0, out[-4000:]
-    assert stdout.split()[-3:] == ["False", "True", "False"], stdout
+    assert _printed_in_venv(venv, code, 3) == ["False", "True", "False"]
