@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from espnet_gmot.bin.asr_inference_ctc_greedy import get_parser, greedy_ctc_search
-from espnet_gmot.kaldi_data import read_kaldi_map, read_text
+from espnet_gmot.kaldi_data import read_text
 from tests.helpers import espnet_pipeline as pipeline
 from tests.helpers.tiny_asr import (
     make_tiny_bert,
