@@ -41,6 +41,18 @@ def _clean_env():
     return env
 
 
+def copy_checkout(destination: Path) -> None:
+    """The checkout's files that git tracks or would track (untracked, not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+        capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        path = REPO / name
+        if path.is_file():  # a deleted, not yet committed file is still listed
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, destination / name)
+
+
 def _run(cmd, cwd, env, timeout=3600):
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -58,10 +70,10 @@ def venv(tmp_path_factory):
     python = root / "venv" / "bin" / "python"
     _run([sys.executable, "-m", "venv", root / "venv"], root, env)
     _run([python, "-m", "pip", "install", "-q", "pip<26"], root, env)
-    # A copy, so that the build cannot write into the checkout (build/, egg-info).
+    # A copy, so that the build cannot write into the checkout (build/, egg-info),
+    # of what a clone holds: nothing ignored (venvs, wheelhouses: GBs).
     source = root / "espnet-gmot"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "exp", "dump", "__pycache__", "*.egg-info", "build", ".pytest_cache"))
+    copy_checkout(source)
     log = _run([python, "-m", "pip", "install", source], root, env)
     (root / "pip_install.log").write_text(log)
     work = root / "work"  # run from elsewhere: only the installed package is importable

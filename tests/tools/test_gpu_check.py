@@ -11,6 +11,7 @@ a torch for the stand-in).
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,15 @@ def test_gpu_check_refuses_a_missing_wheelhouse(tmp_path):
 @pytest.mark.install
 @pytest.mark.slow
 def test_wheelhouse_installs_offline_and_the_dry_run_passes(tmp_path):
+    try:
+        wheelhouse_and_dry_run(tmp_path)
+    finally:
+        # a stand-in node's venv holds a torch (GBs): never left behind, even on failure
+        for folder in ("node", "wheelhouse"):
+            shutil.rmtree(tmp_path / folder, ignore_errors=True)
+
+
+def wheelhouse_and_dry_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     wheelhouse = tmp_path / "wheelhouse"
     tag = "py%d%d" % sys.version_info[:2]
