@@ -40,8 +40,8 @@ def to_host(values: torch.Tensor) -> List:
     synchronisation in the solvers.
     """
     HOST_READS.add()
-    if values.is_cuda:
-        mode = torch.cuda.get_sync_debug_mode()
+    mode = torch.cuda.get_sync_debug_mode() if values.is_cuda else 0
+    if mode != 0:
         torch.cuda.set_sync_debug_mode(0)
         try:
             return values.detach().tolist()
