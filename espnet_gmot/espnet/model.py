@@ -2,6 +2,7 @@
 
 import inspect
 import logging
+import math
 import os
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -65,7 +66,7 @@ class ESPnetGMOTModel(ESPnetASRModel):
         asr_weight: ``lambda`` of TOT eq. 24 (0.3 in the papers): the share of
             the ASR loss against the transfer losses. In the papers' CTC-only
             model ``L_asr`` is ``L_ctc``.
-        transfer_weight: ``w`` of TOT eq. 24, weight of ``L_align + L_fgw``.
+        transfer_weight: ``w >= 0`` of TOT eq. 24, weight of ``L_align + L_fgw``.
         transfer_conf: arguments of :class:`OTKnowledgeTransfer` (``plm_dim``,
             ``gw_weight``, ``temporal_weight``, ``epsilon``, ``fusion_scale``, ...).
         plm_conf: ``name_or_path`` (default ``bert-base-chinese``) and
@@ -139,6 +140,12 @@ class ESPnetGMOTModel(ESPnetASRModel):
             raise ValueError(
                 f"model_conf.interctc_weight must lie in [0, 1), got {interctc_weight}"
             )
+        if not (math.isfinite(transfer_weight) and transfer_weight >= 0.0):
+            raise ValueError(
+                f"model_conf.transfer_weight must be >= 0 and finite, got {transfer_weight}"
+            )
+        if not 0.0 <= lsm_weight < 1.0:
+            raise ValueError(f"model_conf.lsm_weight must lie in [0, 1), got {lsm_weight}")
         super().__init__(
             vocab_size=vocab_size,
             token_list=token_list,

@@ -60,10 +60,11 @@ class OTKnowledgeTransfer(torch.nn.Module):
         temporal_weight: GM-OT ``rho`` / TOT ``beta``, weight of the temporal
             prior ``d_ij^2``.
         epsilon: entropic regularisation (TOT ``alpha~``).
-        fusion_scale: ``s`` of TOT eq. 22 (GM-OT ``ws``).
-        outer_iter: mirror-descent steps of the FGW solver (GM-OT only).
-        inner_iter: maximum Sinkhorn iterations per solve.
-        tol: Sinkhorn tolerance on the marginal violation.
+        fusion_scale: ``s >= 0`` of TOT eq. 22 (GM-OT ``ws``).
+        outer_iter: mirror-descent steps of the FGW solver (GM-OT only), >= 1.
+        inner_iter: maximum Sinkhorn iterations per solve, >= 1.
+        tol: Sinkhorn tolerance on the marginal violation, >= 0 (0: always
+            ``inner_iter`` iterations).
         gradient: ``"envelope"`` (the coupling is a constant in backward) or
             ``"unrolled"`` (differentiate through the solver iterations).
         overrelaxation: ``omega`` in ``[1, 2)`` of over-relaxed Sinkhorn (1 =
@@ -140,18 +141,31 @@ class OTKnowledgeTransfer(torch.nn.Module):
             marginals, frame_relaxation, token_relaxation
         )
         self.marginals = marginals
-        if not 0.0 <= gw_weight < 1.0:
-            raise ValueError(f"{key}gw_weight must lie in [0, 1), got {gw_weight}")
-        if temporal_weight < 0:
-            raise ValueError(f"{key}temporal_weight must be >= 0, got {temporal_weight}")
-        if not epsilon > 0:
-            raise ValueError(f"{key}epsilon must be > 0, got {epsilon}")
+        # Each setting against the range its docstring gives, when the model is
+        # built: outside it the solver would do nothing or give NaN losses later.
+        finite = math.isfinite
+        for name, value, valid, allowed in (
+            ("acoustic_dim", acoustic_dim, acoustic_dim >= 1, "be >= 1"),
+            ("plm_dim", plm_dim, plm_dim >= 1, "be >= 1"),
+            ("gw_weight", gw_weight, 0.0 <= gw_weight < 1.0, "lie in [0, 1)"),
+            ("temporal_weight", temporal_weight, finite(temporal_weight) and temporal_weight >= 0,
+             "be >= 0 and finite"),
+            ("epsilon", epsilon, finite(epsilon) and epsilon > 0, "be > 0 and finite"),
+            ("fusion_scale", fusion_scale, finite(fusion_scale) and fusion_scale >= 0,
+             "be >= 0 and finite"),
+            ("outer_iter", outer_iter, outer_iter >= 1, "be >= 1"),
+            ("inner_iter", inner_iter, inner_iter >= 1, "be >= 1"),
+            ("tol", tol, finite(tol) and tol >= 0, "be >= 0 and finite (0: run inner_iter)"),
+            ("overrelaxation", overrelaxation, 1.0 <= overrelaxation < 2.0,
+             "lie in [1, 2) (1: plain Sinkhorn)"),
+            ("check_every", check_every, check_every is None or check_every >= 1,
+             "be >= 1 (or null: by device)"),
+            ("newton_steps", newton_steps, newton_steps >= 0, "be >= 0"),
+        ):
+            if not valid:
+                raise ValueError(f"{key}{name} must {allowed}, got {value}")
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"{key}gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
-        if check_every is not None and check_every < 1:
-            raise ValueError(f"{key}check_every must be >= 1 (or null: by device), got {check_every}")
-        if newton_steps < 0:
-            raise ValueError(f"{key}newton_steps must be >= 0, got {newton_steps}")
         self.check_every = check_every
         self.newton_steps = newton_steps
         self.plm_dim = plm_dim

@@ -123,6 +123,16 @@ def test_unknown_model_conf_keys_are_named(workspace):
         build(workspace, interctc_wieght=0.3)
     with pytest.raises(ValueError, match=r"model_conf.asr_weight must lie in \[0, 1\], got 1.5"):
         build(workspace, asr_weight=1.5)
+    with pytest.raises(ValueError, match=r"model_conf.asr_weight must lie in \[0, 1\], got nan"):
+        build(workspace, asr_weight=float("nan"))
+    with pytest.raises(ValueError, match=r"model_conf.transfer_weight must be >= 0 and finite, got -1.0"):
+        build(workspace, transfer_weight=-1.0)
+    with pytest.raises(ValueError, match=r"model_conf.transfer_weight must be >= 0 and finite, got inf"):
+        build(workspace, transfer_weight=float("inf"))
+    with pytest.raises(ValueError, match=r"model_conf.lsm_weight must lie in \[0, 1\), got 1.0"):
+        build(workspace, lsm_weight=1.0)
+    with pytest.raises(ValueError, match=r"model_conf\.transfer_conf\.overrelaxation must lie in \[1, 2\)"):
+        build(workspace, transfer_conf={"overrelaxation": 2.5})
 
 
 def test_old_lambda_key_without_a_decoder_says_what_to_write(workspace):

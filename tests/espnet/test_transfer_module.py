@@ -1,5 +1,7 @@
 """The transfer branch: the three methods, padding, losses and fusion by hand."""
 
+import math
+
 import pytest
 import torch
 
@@ -147,6 +149,22 @@ def test_plm_dim_mismatch_names_the_key():
                                torch.randn(1, 3, 7, dtype=torch.float64), torch.tensor([3]))
 
 
+OUT_OF_RANGE = [
+    ("plm_dim", 0), ("gw_weight", 1.0), ("gw_weight", -0.1), ("gw_weight", math.nan),
+    ("temporal_weight", -1.0), ("temporal_weight", math.nan), ("temporal_weight", math.inf),
+    ("epsilon", 0.0), ("epsilon", math.inf), ("epsilon", math.nan),
+    ("fusion_scale", -1.0), ("fusion_scale", math.nan), ("outer_iter", 0), ("inner_iter", 0),
+    ("tol", -1e-6), ("tol", math.nan), ("overrelaxation", 0.5), ("overrelaxation", 2.0),
+    ("overrelaxation", math.nan), ("check_every", 0), ("newton_steps", -1),
+]
+
+
+@pytest.mark.parametrize("name, value", OUT_OF_RANGE)
+def test_every_setting_out_of_range_is_named_with_its_value(name, value):
+    with pytest.raises(ValueError, match=rf"^conf\.{name} must .*, got {value}$"):
+        OTKnowledgeTransfer(4, **{"plm_dim": 4, name: value}, key_prefix="conf.")
+
+
 def test_bad_hyper_parameters_are_named():
     with pytest.raises(ValueError, match="gw_weight must lie in"):
         OTKnowledgeTransfer(4, plm_dim=4, gw_weight=1.0)
@@ -154,6 +172,11 @@ def test_bad_hyper_parameters_are_named():
         OTKnowledgeTransfer(4, plm_dim=4, temporal_weight=-1.0)
     with pytest.raises(ValueError, match="gradient must be one of"):
         OTKnowledgeTransfer(4, plm_dim=4, gradient="implicit")
+    with pytest.raises(ValueError, match="acoustic_dim must be >= 1"):
+        OTKnowledgeTransfer(0, plm_dim=4)
+    # the edges of each range are accepted
+    OTKnowledgeTransfer(4, plm_dim=4, gw_weight=0.0, temporal_weight=0.0, fusion_scale=0.0,
+                        tol=0.0, overrelaxation=1.0, outer_iter=1, inner_iter=1, newton_steps=0)
 
 
 def test_plan_stats_on_known_plans():
