@@ -15,6 +15,7 @@ directory atomically: :func:`staged_directory` builds it beside its final place
 and renames it in only when complete.
 """
 
+import errno
 import logging
 import os
 import re
@@ -107,8 +108,30 @@ def write_kaldi_map(path: PathLike, entries: Union[Mapping[str, object], Iterabl
             value = " ".join(map(str, value))
         lines.append(f"{key} {value}\n" if value != "" else f"{key}\n")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(lines), encoding="utf-8")
+    try:
+        tmp.write_text("".join(lines), encoding="utf-8")
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: leave no half file behind
+        raise
     os.replace(tmp, path)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the device (or the user's quota) is full."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(err: OSError, output: PathLike, rerun: str) -> str:
+    """What a dump tool says when the disk fills: which output, how much is free,
+    and what a rerun does (``rerun``, e.g. "it resumes")."""
+    output = Path(output).absolute()
+    existing = next(p for p in (output, *output.parents) if p.exists())
+    free_mib = shutil.disk_usage(existing).free / 2**20
+    return (
+        f"No space left on the device of {output} (while writing "
+        f"{err.filename or 'it'}; {free_mib:.0f} MiB free there now). Free space or "
+        f"choose another output directory, then run the same command again: {rerun}."
+    )
 
 
 def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, List[str]]:

@@ -42,7 +42,9 @@ from espnet_gmot.kaldi_data import (
     DataDirError,
     Utterance,
     copy_data_files,
+    disk_full_message,
     filter_utterance_files,
+    is_disk_full,
     list_utterances,
     read_audio,
     split_evenly,
@@ -267,6 +269,14 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         )
     except DataDirError as exc:
         logging.error("%s", exc)
+        sys.exit(1)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # the staging directory is gone; an earlier output was never touched
+        logging.error("%s", disk_full_message(
+            exc, args.output_dir, f"the previous {args.output_dir}, if any, is unchanged "
+            "and nothing partial is left beside it"))
         sys.exit(1)
     logging.info("Dumped %d utterances to %s", count, args.output_dir)
 

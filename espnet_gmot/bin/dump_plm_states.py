@@ -24,7 +24,7 @@ from espnet_gmot.espnet.plm_cache import (
     data_path_argument,
     write_plm_cache,
 )
-from espnet_gmot.kaldi_data import DataDirError
+from espnet_gmot.kaldi_data import DataDirError, disk_full_message, is_disk_full
 from espnet_gmot.transfer.plm import PLMTeacher
 
 
@@ -62,6 +62,9 @@ def main(cmd=None) -> None:
             shard_size=args.shard_size, device=args.device, dtype=args.dtype,
         )
     except (PLMCacheError, DataDirError, OSError) as err:
+        if is_disk_full(err):
+            sys.exit(disk_full_message(
+                err, args.output_dir, "it resumes from the states already written"))
         sys.exit(str(err))
     logging.info(f"wrote {scp}; train with {data_path_argument(scp)}")
 

@@ -295,9 +295,15 @@ def _encoded(shard, transcripts, teacher, batch_size, device, dtype) -> Iterator
 def _write_shard(shard, transcripts, ark_path, scp_path, teacher, batch_size, device, dtype):
     """One Kaldi ark/scp shard of float32 entries."""
     tmp_scp = scp_path.with_name(scp_path.name + ".tmp")
-    with kaldiio.WriteHelper(f"ark,scp:{ark_path},{tmp_scp}") as writer:
-        for key, state in _encoded(shard, transcripts, teacher, batch_size, device, dtype):
-            writer(key, state)
+    try:
+        with kaldiio.WriteHelper(f"ark,scp:{ark_path},{tmp_scp}") as writer:
+            for key, state in _encoded(shard, transcripts, teacher, batch_size, device, dtype):
+                writer(key, state)
+    except BaseException:
+        # (a full disk, say): the unfinished shard goes, the finished ones stay
+        ark_path.unlink(missing_ok=True)
+        tmp_scp.unlink(missing_ok=True)
+        raise
     os.replace(tmp_scp, scp_path)  # the shard counts as done only from here
 
 
@@ -305,8 +311,12 @@ def _write_npy_entries(shard, transcripts, states_dir, teacher, batch_size, devi
     """One ``.npy`` file per entry, each counting as done once renamed into place."""
     for key, state in _encoded(shard, transcripts, teacher, batch_size, device, dtype):
         tmp = states_dir / f"{key}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, state)
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, state)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (a full disk, say): finished entries stay
+            raise
         os.replace(tmp, states_dir / f"{key}.npy")
 
 

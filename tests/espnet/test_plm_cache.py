@@ -1,5 +1,6 @@
 """The plm_states cache: provenance, resumption, paths, coverage, sharing, float16."""
 
+import errno
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import kaldiio
+import kaldiio.highlevel
 import numpy as np
 import pytest
 import torch
@@ -312,6 +314,59 @@ def test_dump_command_line(tmp_path, bert, other_bert):
     empty.mkdir()
     no_plm = dump("--text", text, "--plm", empty, "--output_dir", tmp_path / "o3")
     assert no_plm.returncode != 0 and f"--plm '{empty}'" in no_plm.stderr and "it is empty" in no_plm.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_full_disk_names_the_output_keeps_finished_states_and_a_rerun_completes(
+        tmp_path, bert, monkeypatch, dtype):
+    """ENOSPC at the fifth entry (shards of 2 for kaldi_ark, one file per entry
+    for npy): the error names the output, the finished entries stay, nothing
+    partial is left, and the rerun gives the uninterrupted cache."""
+    from espnet_gmot.bin import dump_plm_states
+
+    utts = {f"u{k}": s for k, s in enumerate(["他是老师", "我们去学校", "你好世界", "今天很好",
+                                              "他们是学生", "天气很好", "我爱学习", "老师好"])}
+    text = write_text(tmp_path / "text", utts)
+    out = tmp_path / "cache"
+    args = ["--text", text, "--plm", bert, "--batch_size", 1, "--shard_size", 2, "--dtype", dtype]
+    calls = []
+
+    def failing(real):
+        def write(target, *rest, **kwargs):
+            calls.append(target)
+            if len(calls) == 5:
+                name = getattr(target, "name", target)  # a file object or a path
+                raise OSError(errno.ENOSPC, "No space left on device", str(name))
+            return real(target, *rest, **kwargs)
+        return write
+
+    if dtype == "float16":
+        monkeypatch.setattr(np, "save", failing(np.save))
+    else:
+        # what kaldiio.WriteHelper calls
+        monkeypatch.setattr(kaldiio.highlevel, "save_ark", failing(kaldiio.highlevel.save_ark))
+    with pytest.raises(SystemExit) as exit_info:
+        dump_plm_states.main([str(a) for a in [*args, "--output_dir", out]])
+    message = str(exit_info.value.code)
+    assert f"No space left on the device of {out.absolute()}" in message
+    assert "it resumes from the states already written" in message
+    assert not list(out.rglob("*.tmp")) and not (out / "plm_states.scp").exists()
+    if dtype == "float16":
+        assert len(list((out / "states").glob("*.npy"))) == 4
+    else:  # shards 0 and 1 finished, shard 2 (the failing one) removed
+        assert [p.name for p in sorted((out / "shards").iterdir())] == [
+            "states.0.ark", "states.0.scp", "states.1.ark", "states.1.scp"]
+
+    monkeypatch.undo()
+    dump_plm_states.main([str(a) for a in [*args, "--output_dir", out]])
+    dump_plm_states.main([str(a) for a in [*args, "--output_dir", tmp_path / "whole"]])
+    resumed = dict(kaldiio.load_scp(str(out / "plm_states.scp"))) if dtype == "float32" else {
+        utt: np.load(path) for utt, path in read_kaldi_map(out / "plm_states.scp").items()}
+    whole = dict(kaldiio.load_scp(str(tmp_path / "whole" / "plm_states.scp"))) if dtype == "float32" else {
+        utt: np.load(path) for utt, path in read_kaldi_map(tmp_path / "whole" / "plm_states.scp").items()}
+    assert sorted(resumed) == sorted(whole) == sorted(utts)
+    for utt in utts:
+        np.testing.assert_array_equal(resumed[utt], whole[utt])
 
 
 @pytest.mark.slow  # runs the dump command in subprocesses

@@ -1,5 +1,6 @@
 """dump_fbank_pitch (ESPnet dump layout) and FbankPitchFrontend."""
 
+import errno
 import os
 import shutil
 import signal
@@ -236,6 +237,64 @@ def test_extraction_error_names_utterance_and_file(tmp_path, monkeypatch):
     with pytest.raises(kaldi_data.DataDirError, match=r"'utt_a' \(.*mandarin1.wav.*pitch tracker"):
         dump.dump_fbank_pitch(data, tmp_path / "o", 1, 16000, False, -1, FbankPitchConfig(), None)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("failing_write", ["ark", "feats.scp"])
+def test_full_disk_names_the_output_keeps_the_old_one_and_a_rerun_completes(
+        tmp_path, caplog, monkeypatch, failing_write):
+    """ENOSPC while the features or the maps are written (one job, in this
+    process, so that the injected failure reaches it)."""
+    data = make_data_dir(tmp_path)
+    output = tmp_path / "out"
+    run_dump(data, output)
+    before = snapshot_files(output)
+    (data / "text").write_text("utt_a changed\nutt_b mandarin2 words\nutt_c short_tone words\n")
+
+    def full(path):
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    if failing_write == "ark":
+        real_save_ark = kaldiio.save_ark
+        written = []
+
+        def save_ark(ark, *args, **kwargs):
+            if written:  # the second utterance finds the disk full
+                raise full(ark.name)
+            written.append(ark.name)
+            return real_save_ark(ark, *args, **kwargs)
+
+        monkeypatch.setattr(kaldiio, "save_ark", save_ark)
+    else:
+        real_write_text = Path.write_text
+
+        def write_text(path, text, *args, **kwargs):
+            if path.name.startswith(".feats.scp.tmp"):
+                real_write_text(path, text[: len(text) // 2], *args, **kwargs)  # half, then full
+                raise full(path)
+            return real_write_text(path, text, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(SystemExit) as exit_info:
+        run_dump(data, output, "--nj", "1")
+    assert exit_info.value.code == 1
+    assert f"No space left on the device of {output}" in caplog.text
+    assert "MiB free there now" in caplog.text and "run the same command again" in caplog.text
+    assert snapshot_files(output) == before  # the previous output, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]  # no staging left
+
+    monkeypatch.undo()
+    run_dump(data, output, "--nj", "1")
+    run_dump(data, tmp_path / "whole", "--nj", "1")
+    rerun = dict(kaldiio.load_scp(str(output / "feats.scp")))
+    whole = dict(kaldiio.load_scp(str(tmp_path / "whole" / "feats.scp")))
+    assert sorted(rerun) == sorted(whole) == sorted(UTTERANCES)
+    for utt in UTTERANCES:
+        np.testing.assert_array_equal(rerun[utt], whole[utt])
+    assert (output / "text").read_text().startswith("utt_a changed")
+
+
+def snapshot_files(directory: Path) -> dict:
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_output_has_the_permissions_of_a_plain_directory(tmp_path):
