@@ -1,4 +1,5 @@
-"""``model: gmot`` trained with DDP on two CPU workers (``torch.distributed.run``).
+"""``model: gmot`` trained with DDP on two CPU workers (``torch.distributed.run``),
+on one node and on two nodes of one worker each (this machine as both).
 
 ESPnet 202511 spawns its own workers only for ``--ngpu N > 1`` (GPUs), but DDP
 itself runs on CPU with the gloo backend, which is what this test uses:
@@ -13,6 +14,7 @@ records what each worker saw, since ESPnet silences the logs of rank 1).
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +33,8 @@ WORLD_SIZE = 2
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """One epoch of tiny GM-OT: single process, and DDP on two CPU ranks."""
+def setup(tmp_path_factory):
+    """Tiny GM-OT data, config and stats, and one epoch in a single process."""
     root = tmp_path_factory.mktemp("distributed")
     corpus = make_tiny_corpus(root)
     bert = make_tiny_bert(root / "bert")
@@ -41,28 +43,57 @@ def runs(tmp_path_factory):
     exp = root / "exp"
     exp.mkdir()
     stats = pipeline.collect_stats(exp, config, corpus)
-
     (exp / "single").mkdir()
     single = pipeline.train(exp / "single", config, corpus, stats)
+    return dict(corpus=corpus, config=config, exp=exp, stats=stats, single=single)
 
-    ddp_out = exp / "ddp" / "model"
-    probe_dir = exp / "ddp" / "probe"
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=["one_node", "two_nodes"])
+def runs(request, setup):
+    """One epoch of the same training under DDP on two CPU ranks: one node of
+    two workers (``--standalone``), or two nodes of one worker each on this
+    machine, as a multi-node job starts them (``--nnodes 2 --node_rank k``,
+    rendezvous on 127.0.0.1)."""
+    launch = request.param
+    exp = setup["exp"] / launch
+    ddp_out = exp / "model"
+    probe_dir = exp / "probe"
     probe_dir.mkdir(parents=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                GMOT_DDP_PROBE_DIR=str(probe_dir))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", str(WORLD_SIZE), "-m", "tests.helpers.ddp_probe",
-           *pipeline.train_args(ddp_out, config, corpus, stats),
-           "--dist_backend", "gloo", "--multiprocessing_distributed", "false"]
-    log = exp / "ddp" / "train.log"
-    with open(log, "w") as out:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=900)
-    text = log.read_text()
-    assert proc.returncode == 0, f"DDP training failed ({proc.returncode}); log {log}:\n{text[-6000:]}"
+    training = ["-m", "tests.helpers.ddp_probe",
+                *pipeline.train_args(ddp_out, setup["config"], setup["corpus"], setup["stats"]),
+                "--dist_backend", "gloo", "--multiprocessing_distributed", "false"]
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    if launch == "one_node":
+        commands = [[*run, "--standalone", "--nproc_per_node", str(WORLD_SIZE), *training]]
+    else:
+        port = str(free_port())
+        commands = [[*run, "--nnodes", str(WORLD_SIZE), "--node_rank", str(node),
+                     "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
+                     "--master_port", port, *training] for node in range(WORLD_SIZE)]
+    logs = [exp / f"train.{k}.log" for k in range(len(commands))]
+    procs = []
+    for command, log in zip(commands, logs):
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
+                                          stderr=subprocess.STDOUT))
+    try:
+        codes = [proc.wait(timeout=900) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    text = "\n".join(log.read_text() for log in logs)
+    assert codes == [0] * len(procs), f"DDP training ({launch}) failed {codes}; logs {logs}:\n{text[-6000:]}"
     probes = [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in range(WORLD_SIZE)]
-    return dict(single=single, ddp=ddp_out, log=text, probes=probes)
+    return dict(single=setup["single"], ddp=ddp_out, log=text, probes=probes)
 
 
 def test_every_worker_trains_the_gmot_model_under_ddp(runs):
