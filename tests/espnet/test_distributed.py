@@ -14,9 +14,11 @@ records what each worker saw, since ESPnet silences the logs of rank 1).
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,7 @@ def setup(tmp_path_factory):
     stats = pipeline.collect_stats(exp, config, corpus)
     (exp / "single").mkdir()
     single = pipeline.train(exp / "single", config, corpus, stats)
-    return dict(corpus=corpus, config=config, exp=exp, stats=stats, single=single)
+    return dict(corpus=corpus, config=config, exp=exp, stats=stats, single=single, bert=bert)
 
 
 def free_port() -> int:
@@ -145,3 +147,105 @@ def test_checkpoint_keys_match_a_single_process_run(runs):
     assert not any(k.startswith("module.") for k in ddp)
     for key, value in single.items():
         assert ddp[key].shape == value.shape, key
+
+
+# --- a killed worker ------------------------------------------------------------
+
+KILLED_EPOCHS = 3
+
+
+def start_ddp(setup, config, out, probe_dir, log, *torchrun_options, env=None):
+    """asr.sh's training command (with its --resume true) on one node of two workers."""
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               GMOT_DDP_PROBE_DIR=str(probe_dir), **(env or {}))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", str(WORLD_SIZE), *torchrun_options,
+               "-m", "tests.helpers.ddp_probe",
+               *pipeline.train_args(out, config, setup["corpus"], setup["stats"],
+                                    extra_args=["--resume", "true"]),
+               "--dist_backend", "gloo", "--multiprocessing_distributed", "false"]
+    with open(log, "w") as stream:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=stream, stderr=subprocess.STDOUT)
+
+
+def kill_rank_1_in_epoch_2(out, probe_dir, proc):
+    """SIGKILL rank 1 just after epoch 1's checkpoint; returns the kill's time."""
+    deadline = time.monotonic() + 600
+    while not (out / "1epoch.pth").exists():
+        assert proc.poll() is None, "the training ended before its first epoch"
+        assert time.monotonic() < deadline, "no first epoch within 10 minutes"
+        time.sleep(0.05)
+    time.sleep(0.5)  # into epoch 2
+    assert proc.poll() is None and not (out / "2epoch.pth").exists(), "epoch 2 ended too soon"
+    os.kill(int((probe_dir / "rank1.pid").read_text()), signal.SIGKILL)
+    return time.monotonic()
+
+
+def model_files(out):
+    """The epochs ESPnet kept (keep_nbest_models), its best and averaged models."""
+    return sorted(p.name for p in out.glob("*.pth"))
+
+
+def last_epoch(out):
+    return torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["reporter"]["epoch"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+    config = setup["exp"] / "killed_epochs.yaml"
+    config.write_text(tiny_gmot_config_text(setup["bert"], max_epoch=KILLED_EPOCHS))
+    (setup["exp"] / "uninterrupted").mkdir()
+    out = pipeline.train(setup["exp"] / "uninterrupted", config, setup["corpus"], setup["stats"])
+    return config, out
+
+
+def test_a_killed_worker_stops_the_job_and_the_same_command_resumes(setup, uninterrupted):
+    config, reference = uninterrupted
+    exp = setup["exp"] / "killed"
+    out, probe_dir = exp / "model", exp / "probe"
+    exp.mkdir()
+    proc = start_ddp(setup, config, out, probe_dir, exp / "train.log")
+    killed_at = kill_rank_1_in_epoch_2(out, probe_dir, proc)
+    code = proc.wait(timeout=300)
+    detected = time.monotonic() - killed_at
+    log = (exp / "train.log").read_text()
+    assert code != 0, log[-3000:]
+    assert "Signal 9 (SIGKILL)" in log and "rank      : 1" in log, log[-3000:]  # torchrun's summary
+    # the last complete epoch's checkpoint is whole
+    assert last_epoch(out) == 1  # epoch 1's checkpoint, whole; epoch 2 was cut
+
+    started = time.monotonic()
+    rerun = start_ddp(setup, config, out, probe_dir, exp / "rerun.log")
+    assert rerun.wait(timeout=900) == 0, (exp / "rerun.log").read_text()[-3000:]
+    recovered = time.monotonic() - started
+    assert last_epoch(out) == last_epoch(reference) == KILLED_EPOCHS
+    assert model_files(out) == model_files(reference)
+    final = torch.load(out / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu")
+    assert sorted(final) == sorted(torch.load(reference / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu"))
+    print(f"killed worker: detected in {detected:.1f} s, rerun to the end in {recovered:.1f} s")
+
+
+def test_torchrun_restarts_a_killed_worker_and_the_job_finishes(setup, uninterrupted):
+    config, reference = uninterrupted
+    exp = setup["exp"] / "restarted"
+    out, probe_dir = exp / "model", exp / "probe"
+    exp.mkdir()
+    # torch 2.11's restarts reuse the rendezvous store and can hand a restarted
+    # worker the dead one's gloo address (pytorch/pytorch#135712): README, "Several GPUs or nodes"
+    proc = start_ddp(setup, config, out, probe_dir, exp / "train.log", "--max_restarts", "1",
+                     env={"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
+    killed_at = kill_rank_1_in_epoch_2(out, probe_dir, proc)
+    killed_pid = (probe_dir / "rank1.pid").read_text()
+    while (probe_dir / "rank1.pid").read_text() == killed_pid and proc.poll() is None:
+        time.sleep(0.05)
+    restarted = time.monotonic() - killed_at
+    assert proc.wait(timeout=900) == 0, (exp / "train.log").read_text()[-3000:]
+    finished = time.monotonic() - killed_at
+    assert last_epoch(out) == last_epoch(reference) == KILLED_EPOCHS
+    assert model_files(out) == model_files(reference)
+    final = torch.load(out / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu")
+    assert sorted(final) == sorted(torch.load(reference / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu"))
+    print(f"killed worker with --max_restarts 1: workers restarted {restarted:.1f} s after the kill, "
+          f"job finished {finished:.1f} s after it")

@@ -12,6 +12,8 @@ the logging of ranks other than 0, so every worker writes what it saw to
   teacher), and whether one of that model's parameters is among DDP's;
 - ``averages``: the input and output of every ``recursive_average`` call of
   ESPnet's trainer (the all-reduce of the reported stats across workers).
+
+It also writes its process id to ``rank<RANK>.pid`` when it starts.
 """
 
 import atexit
@@ -91,6 +93,8 @@ def _write() -> None:
 
 
 if __name__ == "__main__":
+    # for the killed-worker test: which process is this rank (a restart rewrites it)
+    (Path(os.environ["GMOT_DDP_PROBE_DIR"]) / f"rank{_RECORD['rank']}.pid").write_text(str(os.getpid()))
     _install()
     atexit.register(_write)
     runpy.run_module("espnet_gmot.bin.asr_train", run_name="__main__", alter_sys=True)
