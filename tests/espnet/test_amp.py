@@ -24,9 +24,10 @@ def workspace(tmp_path_factory):
     return root, make_tiny_corpus(root), make_tiny_bert(root / "bert")
 
 
-def build(workspace, method):
+def build(workspace, method, **model_conf):
     root, corpus, bert = workspace
-    return build_tiny_gmot(root, corpus["token_list"], bert, transfer_conf=METHODS[method])
+    return build_tiny_gmot(root, corpus["token_list"], bert, transfer_conf=METHODS[method],
+                           **model_conf)
 
 
 def make_batch(workspace, seconds=(6.0, 5.0, 3.5), chars=(60, 48, 30)):
@@ -95,12 +96,6 @@ def test_cpu_autocast_step_is_finite_and_close_to_fp32(workspace, method, dtype)
     assert torch.allclose(loss.float(), reference_loss.float(), rtol=0.05)
 
 
-def build_weighted(workspace, method, transfer_weight):
-    root, corpus, bert = workspace
-    return build_tiny_gmot(root, corpus["token_list"], bert, transfer_conf=METHODS[method],
-                           transfer_weight=transfer_weight)
-
-
 def skipped_steps(model, batch, device_type, dtype, steps):
     """ESPnet's --use_amp step (autocast, GradScaler at its default scale of
     2^16, Adam) ``steps`` times. Returns which steps the scaler skipped for
@@ -138,7 +133,7 @@ def test_grad_scaler_settles_as_without_the_transfer_loss(workspace, device_type
     batch = to(make_batch(workspace), device)
     runs = {}
     for weight in (0.0, 1.0):
-        model = build_weighted(workspace, method, weight).to(device)
+        model = build(workspace, method, transfer_weight=weight).to(device)
         runs[weight] = skipped_steps(model, batch, device_type, dtype, steps=10)
     (without, _), (with_transfer, stats) = runs[0.0], runs[1.0]
     assert sum(with_transfer) <= sum(without) + 1, (with_transfer, without)

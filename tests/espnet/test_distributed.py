@@ -192,6 +192,14 @@ def last_epoch(out):
     return torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)["reporter"]["epoch"]
 
 
+def assert_ends_as_uninterrupted(out, reference):
+    """All epochs run, the same kept and averaged models, the same model keys."""
+    assert last_epoch(out) == last_epoch(reference) == KILLED_EPOCHS
+    assert model_files(out) == model_files(reference)
+    final = torch.load(out / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu")
+    assert sorted(final) == sorted(torch.load(reference / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu"))
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(setup):
     config = setup["exp"] / "killed_epochs.yaml"
@@ -213,17 +221,13 @@ def test_a_killed_worker_stops_the_job_and_the_same_command_resumes(setup, unint
     log = (exp / "train.log").read_text()
     assert code != 0, log[-3000:]
     assert "Signal 9 (SIGKILL)" in log and "rank      : 1" in log, log[-3000:]  # torchrun's summary
-    # the last complete epoch's checkpoint is whole
-    assert last_epoch(out) == 1  # epoch 1's checkpoint, whole; epoch 2 was cut
+    assert last_epoch(out) == 1  # epoch 1's checkpoint loads whole; epoch 2 was cut
 
     started = time.monotonic()
     rerun = start_ddp(setup, config, out, probe_dir, exp / "rerun.log")
     assert rerun.wait(timeout=900) == 0, (exp / "rerun.log").read_text()[-3000:]
     recovered = time.monotonic() - started
-    assert last_epoch(out) == last_epoch(reference) == KILLED_EPOCHS
-    assert model_files(out) == model_files(reference)
-    final = torch.load(out / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu")
-    assert sorted(final) == sorted(torch.load(reference / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu"))
+    assert_ends_as_uninterrupted(out, reference)
     print(f"killed worker: detected in {detected:.1f} s, rerun to the end in {recovered:.1f} s")
 
 
@@ -243,9 +247,6 @@ def test_torchrun_restarts_a_killed_worker_and_the_job_finishes(setup, uninterru
     restarted = time.monotonic() - killed_at
     assert proc.wait(timeout=900) == 0, (exp / "train.log").read_text()[-3000:]
     finished = time.monotonic() - killed_at
-    assert last_epoch(out) == last_epoch(reference) == KILLED_EPOCHS
-    assert model_files(out) == model_files(reference)
-    final = torch.load(out / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu")
-    assert sorted(final) == sorted(torch.load(reference / f"{KILLED_EPOCHS}epoch.pth", map_location="cpu"))
+    assert_ends_as_uninterrupted(out, reference)
     print(f"killed worker with --max_restarts 1: workers restarted {restarted:.1f} s after the kill, "
           f"job finished {finished:.1f} s after it")
