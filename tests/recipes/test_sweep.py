@@ -362,8 +362,8 @@ def test_tiny_sweep_matches_sclite_and_resumes(tmp_path):
         "downloads", "data", "dump", "exp", "couplings", "RESULTS.md", "sweep"))
     env = dict(os.environ, PATH=PATH, OMP_NUM_THREADS="1")
     prepared = subprocess.run(
-        ["bash", "run.sh", "--corpus_opts", "--tiny", "--plm_minutes", "1", "--plm_opts",
-         "--max_steps 30", "--max_epoch", "1", "--stop_stage", "5", "--systems", "gmot"],
+        ["bash", "run.sh", "--corpus_opts", "--tiny", "--plm_steps", "30", "--max_epoch", "1",
+         "--stop_stage", "5", "--systems", "gmot"],
         cwd=recipe, capture_output=True, text=True, env=env, timeout=600)
     assert prepared.returncode == 0, prepared.stdout[-3000:] + prepared.stderr[-3000:]
 

@@ -1,6 +1,7 @@
 """The generated-corpus demo, reduced: tiny corpus, 1 epoch, all four systems and the
 control, two seeds."""
 
+import hashlib
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from espnet_gmot.kaldi_data import read_kaldi_map, read_text
@@ -33,8 +35,8 @@ demo_test = pytest.mark.skipif(
 def run_demo(recipe: Path, *options: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=PATH, OMP_NUM_THREADS="1")
     return subprocess.run(
-        ["bash", str(recipe / "run.sh"), "--corpus_opts", "--tiny", "--plm_minutes", "1",
-         "--plm_opts", "--max_steps 30", "--max_epoch", "1", "--plot_utts", "2", *options],
+        ["bash", str(recipe / "run.sh"), "--corpus_opts", "--tiny", "--plm_steps", "30",
+         "--max_epoch", "1", "--plot_utts", "2", *options],
         capture_output=True, text=True, env=env, timeout=600,
     )
 
@@ -135,6 +137,37 @@ def test_coupling_pictures_render(demo):
         assert image[..., :3].std() > 0.05  # not a blank canvas
     assert all(f"]({p.relative_to(recipe).as_posix()})" in (recipe / "RESULTS.md").read_text()
                for p in pictures)
+
+
+@pytest.mark.slow
+@demo_test
+def test_rerun_from_scratch_gives_the_same_teacher_models_and_hypotheses(demo, tmp_path):
+    """The demo is deterministic on CPU: a second run from scratch, in another
+    directory, trains the same teachers bit for bit and then the same models,
+    which decode to the same hypotheses (seed 0 of every system)."""
+    first, _ = demo
+    second = tmp_path / "asr_gmot"
+    shutil.copytree(RECIPE, second, ignore=shutil.ignore_patterns(
+        "downloads", "data", "dump", "exp", "couplings", "RESULTS.md"))
+    done = run_demo(second, "--systems", " ".join(SYSTEMS), "--seeds", "0", "--stop_stage", "7")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    for teacher in ("teacher_plm", "teacher_plm_control"):
+        weights = Path("exp") / teacher / "model.safetensors"
+        assert digest(second / weights) == digest(first / weights), weights
+    for system in SYSTEMS:
+        run = Path("exp") / f"asr_{system}_seed0"
+        theirs = torch.load(first / run / "valid.cer_ctc.ave.pth", map_location="cpu")
+        ours = torch.load(second / run / "valid.cer_ctc.ave.pth", map_location="cpu")
+        assert theirs.keys() == ours.keys()
+        changed = [key for key in theirs if not torch.equal(theirs[key], ours[key])]
+        assert not changed, f"{run}: {len(changed)} tensors differ, e.g. {changed[:3]}"
+        for test_set in SETS:
+            hypotheses = run / f"decode_{test_set}" / "text"
+            assert read_text(second / hypotheses) == read_text(first / hypotheses), hypotheses
 
 
 @pytest.mark.slow

@@ -41,7 +41,11 @@ train_args=""                          # extra options of espnet2.bin.asr_train 
 tag=""                                 # names runs trained with train_args: exp/asr_<system>_<tag>_seed<seed>
 corpus_opts=""                         # extra options of local/make_corpus.py (e.g. --tiny)
 corpus_size="--train_utts_per_speaker 80 --eval_utts_per_speaker 20 --speed_range 160 200"  # sized for the 30-minute budget
-plm_minutes=3                          # teacher pretraining budget
+plm_steps=1600                         # teacher pretraining budget in optimizer steps (about 3 min on
+                                       # 2 cores); with plm_threads fixed, every run gets the same teacher
+plm_threads=2                          # torch threads of the teacher's pretraining (changes its weights)
+plm_minutes=0                          # a wall-clock budget instead (0 = none): the teacher then
+                                       # depends on the machine's speed and load
 plm_opts=""                            # extra options of local/train_teacher_plm.py
 max_epoch=""                           # overrides the configs' max_epoch when set
 test_sets="dev test"
@@ -56,7 +60,7 @@ usage() {
     echo "Options (default):"
     for name in ${option_names}; do printf '  --%s (%s)\n' "${name}" "${!name}"; done
 }
-option_names="stage stop_stage nj python systems seeds train_args tag corpus_opts corpus_size plm_minutes plm_opts max_epoch test_sets plot_utts inference"
+option_names="stage stop_stage nj python systems seeds train_args tag corpus_opts corpus_size plm_steps plm_threads plm_minutes plm_opts max_epoch test_sets plot_utts inference"
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -119,7 +123,7 @@ train_teacher() {
     # shellcheck disable=SC2086
     ${python} local/train_teacher_plm.py --out_dir exp/teacher_plm \
         --corpus_manifest "${corpus}/data_aishell/manifest.tsv" \
-        --max_minutes "${plm_minutes}" ${plm_opts} \
+        --max_steps "${plm_steps}" --num_threads "${plm_threads}" --max_minutes "${plm_minutes}" ${plm_opts} \
         --control_dir exp/teacher_plm_control
 }
 

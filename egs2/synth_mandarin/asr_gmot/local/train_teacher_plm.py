@@ -24,6 +24,12 @@ training text, one sequence per line) and ``.teacher_done.json`` (a marker
 holding the run's configuration; a re-run with the same configuration
 returns at once).
 
+The budget is a number of optimizer steps (``--max_steps``) with a fixed
+seed, data order and thread count (``--num_threads``), so a rerun gives the
+same weights bit for bit on the same kind of machine; ``--max_minutes``
+bounds the run by wall-clock time instead, and then the teacher depends on
+the machine's speed and load.
+
 With ``--control_dir``, the control teacher is written there too: the same
 architecture, configuration and tokenizer with untrained (randomly
 initialised) weights, so that a GM-OT system reading it runs the same
@@ -392,14 +398,17 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--warmup_steps", type=int, default=300)
     parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--max_minutes", type=float, default=4.0,
-                        help="training time budget in minutes (0 = no time limit)")
-    parser.add_argument("--max_steps", type=int, default=0, help="step limit (0 = none)")
+    parser.add_argument("--max_steps", type=int, default=1600,
+                        help="optimizer steps (0 = none); the learning-rate schedule runs over them, so "
+                             "the same steps, seed and --num_threads give the same weights on any run")
+    parser.add_argument("--max_minutes", type=float, default=0.0,
+                        help="wall-clock budget in minutes instead of (or as well as) steps (0 = none); "
+                             "the steps it reaches depend on the machine and its load, so the teacher "
+                             "differs from run to run")
     parser.add_argument("--seed", type=int, default=20240611)
-    parser.add_argument("--num_threads", type=int, default=0,
-                        help="torch CPU threads; 0 = auto: the cores not already busy according "
-                             "to the 1-minute load average, at most 2 (a second thread on a core "
-                             "another process keeps busy makes each step several times slower)")
+    parser.add_argument("--num_threads", type=int, default=2,
+                        help="torch CPU threads; part of the configuration, because the float "
+                             "reductions (and so the weights) can differ with the thread count")
     parser.add_argument("--log_every", type=int, default=200, help="steps between progress lines")
     parser.add_argument("--control_dir", type=Path, default=None,
                         help="also write the untrained control teacher (same architecture and "
@@ -409,23 +418,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def choose_num_threads(requested: int) -> int:
-    """``requested`` if positive, else the idle cores (by load average), 1 to 2."""
-    if requested > 0:
-        return requested
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        busy = 0.0
-    return max(1, min(2, cores - int(round(busy))))
-
-
 def run_config(args: argparse.Namespace, text: PretrainingText) -> dict:
-    """Everything that determines the trained model (threads only change speed)."""
+    """Everything that determines the trained model (the thread count included)."""
     # Input paths are left out on purpose: the text digests below identify the
     # data, so moving the same files does not force a retraining.
-    ignored = {"num_threads", "log_every", "out_dir", "pd_corpus", "corpus_manifest", "exclude_sentences",
+    ignored = {"log_every", "out_dir", "pd_corpus", "corpus_manifest", "exclude_sentences",
                "control_dir", "control_seed"}
     config = {key: value for key, value in vars(args).items() if key not in ignored}
     config["train_text_sha256"] = text_digest(text.train)
@@ -465,7 +462,9 @@ def train_teacher(args: argparse.Namespace) -> dict:
     """Pretrain (or reuse) the teacher; returns the evaluation summary."""
     out_dir = Path(args.out_dir)
     if args.max_minutes <= 0 and args.max_steps <= 0:
-        raise SystemExit("set a budget: --max_minutes > 0 and/or --max_steps > 0")
+        raise SystemExit("set a budget: --max_steps > 0 (reproducible) and/or --max_minutes > 0")
+    if args.num_threads < 1:
+        raise SystemExit(f"--num_threads must be at least 1, got {args.num_threads}")
     text = load_texts(args)
     config_record = run_config(args, text)
     marker = out_dir / DONE_MARKER
@@ -478,7 +477,7 @@ def train_teacher(args: argparse.Namespace) -> dict:
     from transformers import BertConfig, BertForMaskedLM, BertTokenizer
     from transformers.models.bert.modeling_bert import BertPooler
 
-    num_threads = choose_num_threads(args.num_threads)
+    num_threads = args.num_threads
     torch.set_num_threads(num_threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -559,8 +558,8 @@ def train_teacher(args: argparse.Namespace) -> dict:
         running_n += 1
         if step % args.log_every == 0:
             print(
-                f"  step {step} epoch {epoch} {elapsed / 60:.1f}/{args.max_minutes:g} min "
-                f"({100 * progress:.0f}%): loss {running_loss / running_n:.3f}, "
+                f"  step {step} epoch {epoch} {elapsed / 60:.1f} min "
+                f"({100 * progress:.0f}% of the budget): loss {running_loss / running_n:.3f}, "
                 f"masked acc {running_acc / running_n:.3f}",
                 flush=True,
             )
