@@ -19,9 +19,13 @@ from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
-from espnet_gmot.espnet.plm_cache import CACHES_IN_USE_ENV
 from espnet_gmot.espnet.tokens import token_ids_to_text
 from espnet_gmot.transfer import OTKnowledgeTransfer, PLMTeacher
+
+# Set by the PLM cache's coverage check (espnet_gmot.espnet.plm_cache) so that
+# the per-batch check below can name the cache; an environment variable reaches
+# ESPnet's spawned workers too.
+CACHES_IN_USE_ENV = "ESPNET_GMOT_PLM_CACHES"
 
 # Constructor arguments that ESPnet builds from other yaml sections.
 _BUILT_BY_ESPNET = (

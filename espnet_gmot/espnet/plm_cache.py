@@ -56,9 +56,6 @@ DTYPES = ("float32", "float16")
 # states are stored as one .npy file per transcript: ESPnet's ``npy`` type, read
 # the same way by every release.
 DATA_TYPES = {"float32": "kaldi_ark", "float16": "npy"}
-# Set by the coverage check so that the model's per-batch check can name the
-# cache; an environment variable reaches ESPnet's spawned workers too.
-CACHES_IN_USE_ENV = "ESPNET_GMOT_PLM_CACHES"
 
 
 class PLMCacheError(Exception):
@@ -339,6 +336,7 @@ def check_plm_cache_covers_data(cmd: Iterable[str]) -> None:
     """
     from espnet2.tasks.asr import ASRTask
 
+    from espnet_gmot.espnet.model import CACHES_IN_USE_ENV
     from espnet_gmot.espnet.registry import register
 
     register()
