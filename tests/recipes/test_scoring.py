@@ -65,10 +65,16 @@ def test_sclite_alignments_round_trip(tmp_path):
     utt2spk = {"BAC009S0001W0001": "S0001", "BAC009S0002W0002": "S0002"}
     texts = {"BAC009S0001W0001": ("他是我的老师", "她是我得老"),
              "BAC009S0002W0002": ("我们好", "我门好人")}
+    # The trn files as stage 8 writes them, through the same command.
+    (tmp_path / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utt2spk.items()), encoding="utf-8")
     for side, index in (("ref", 0), ("hyp", 1)):
-        (tmp_path / f"{side}.trn").write_text("".join(
-            f"{' '.join(pair[index])} ({utt2spk[utt]}-{utt})\n" for utt, pair in texts.items()),
-            encoding="utf-8")
+        (tmp_path / f"{side}.text").write_text(
+            "".join(f"{utt} {pair[index]}\n" for utt, pair in texts.items()), encoding="utf-8")
+        with (tmp_path / f"{side}.trn").open("w", encoding="utf-8") as trn:
+            subprocess.run([sys.executable, str(LOCAL_DIR / "scoring.py"), "trn", str(tmp_path / f"{side}.text"),
+                            str(tmp_path / "utt2spk")], stdout=trn, check=True)
+    assert (tmp_path / "ref.trn").read_text(encoding="utf-8").splitlines()[0] == \
+        "他 是 我 的 老 师 (S0001-BAC009S0001W0001)"
     result = tmp_path / "result.txt"
     with result.open("w") as out:
         subprocess.run([SCLITE, "-r", str(tmp_path / "ref.trn"), "trn", "-h", str(tmp_path / "hyp.trn"),
@@ -152,14 +158,31 @@ def test_last_epoch_stats_reads_espnet_epoch_results(tmp_path):
         runs.last_epoch_stats(log)
 
 
-def test_run_dir_is_run_sh_naming(tmp_path):
+def test_run_dir_naming(tmp_path):
     assert runs.run_dir(tmp_path, "gmot", 2) == tmp_path / "asr_gmot_seed2"
     assert runs.run_dir(tmp_path, "gmot", "0", "gw_weight-0.1") == tmp_path / "asr_gmot_gw_weight-0.1_seed0"
-    # run.sh's own function, run by bash, gives the same names.
+
+
+def test_run_sh_names_its_runs_through_runs_py():
+    """run.sh's own functions, run by bash: systems outer, seeds inner, the tag
+    in the name, as local/runs.py says."""
     script = (LOCAL_DIR.parent / "run.sh").read_text()
-    function = script[script.index("run_dir() {"):]
-    function = function[: function.index("\n}\n") + 3]
+    functions = script[script.index("run_dir() {"):script.index("train_systems() {")]
     for tag in ("", "gw_weight-0.1"):
-        done = subprocess.run(["bash", "-c", f"tag='{tag}'\n{function}run_dir gmot 0"],
-                              capture_output=True, text=True, check=True)
-        assert done.stdout.strip() == str(runs.run_dir(Path("exp"), "gmot", 0, tag))
+        done = subprocess.run(
+            ["bash", "-c", f"set -euo pipefail\ntag='{tag}' systems='baseline gmot' seeds='0 3' "
+                           f"python='{sys.executable}'\n{functions}runs\nrun_dir gmot 3"],
+            cwd=LOCAL_DIR.parent, capture_output=True, text=True, check=True)
+        expected = [runs.run_dir(Path("exp"), system, seed, tag)
+                    for system, seed in (("baseline", 0), ("baseline", 3), ("gmot", 0), ("gmot", 3), ("gmot", 3))]
+        assert done.stdout.split() == [str(path) for path in expected]
+
+
+def test_trn_of_an_utterance_without_speaker_is_named(tmp_path):
+    (tmp_path / "text").write_text("U1 他是\nU2 我们\n", encoding="utf-8")
+    (tmp_path / "utt2spk").write_text("U1 S1\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, str(LOCAL_DIR / "scoring.py"), "trn", str(tmp_path / "text"),
+                           str(tmp_path / "utt2spk")], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"{tmp_path / 'text'}: utterance U2 is not in {tmp_path / 'utt2spk'}" in done.stderr
+    assert list(scoring.trn_lines({"U1": "他 是"}, {"U1": "S1"})) == ["他 是 (S1-U1)"]

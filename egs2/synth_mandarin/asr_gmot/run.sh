@@ -163,16 +163,15 @@ collect_stats() {
 }
 
 run_dir() {  # run_dir SYSTEM SEED: the exp dir of one training
-    echo "exp/asr_$1${tag:+_${tag}}_seed$2"
+    runs_of "$1" "$2"
 }
 
 runs() {  # every exp dir of this invocation, systems outer, seeds inner
-    local system seed
-    for system in ${systems}; do
-        for seed in ${seeds}; do
-            run_dir "${system}" "${seed}"
-        done
-    done
+    runs_of "${systems}" "${seeds}"
+}
+
+runs_of() {  # runs_of SYSTEMS SEEDS: the names come from local/runs.py, as stage 9's and the sweep's
+    ${python} local/runs.py --exp exp --tag "${tag}" --systems "$1" --seeds "$2"
 }
 
 train_systems() {
@@ -304,15 +303,8 @@ score_systems() {
     done
 }
 
-to_trn() {  # Kaldi text $1 -> "他 是 老 师 (spk-utt)", the char-level trn sclite reads; speakers from utt2spk $2
-    ${python} -c '
-import sys
-from espnet_gmot.kaldi_data import read_kaldi_map, read_text
-texts, utt2spk = read_text(sys.argv[1]), read_kaldi_map(sys.argv[2])
-for utt, text in texts.items():
-    if utt not in utt2spk:
-        sys.exit(f"{sys.argv[1]}: utterance {utt} is not in {sys.argv[2]}")
-    print(" ".join(text.replace(" ", "")) + f" ({utt2spk[utt]}-{utt})")' "$1" "$2"
+to_trn() {  # Kaldi text $1 -> the char-level trn sclite reads; speakers from utt2spk $2
+    ${python} local/scoring.py trn "$1" "$2"
 }
 
 report() {

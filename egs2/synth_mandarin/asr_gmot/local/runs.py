@@ -1,13 +1,21 @@
-"""Where run.sh puts a training run, and what its logs say (shared by stage 9 and the sweep)."""
+"""Where run.sh puts a training run, and what its logs say (shared by run.sh,
+stage 9 and the sweep).
+
+Run as a script it prints the run directories of ``--systems`` x ``--seeds``
+(systems outer, seeds inner), one per line: run.sh's names come from here.
+"""
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from pathlib import Path
+from typing import Sequence
 
 
 def run_dir(exp: Path, system: str, seed: int | str, tag: str = "") -> Path:
-    """``exp/asr_<system>[_<tag>]_seed<seed>``: run.sh's ``run_dir``."""
+    """``exp/asr_<system>[_<tag>]_seed<seed>``."""
     return Path(exp) / f"asr_{system}{'_' + tag if tag else ''}_seed{seed}"
 
 
@@ -36,3 +44,19 @@ def last_epoch_stats(train_log: Path, section: str = "valid") -> dict[str, float
                     continue  # "time=54.83 seconds" and the like
             return stats
     raise ValueError(f"{train_log}: the last epoch results have no [{section}] section")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print the run directories of systems x seeds.")
+    parser.add_argument("--exp", type=Path, default=Path("exp"))
+    parser.add_argument("--systems", required=True, help="space-separated system names")
+    parser.add_argument("--seeds", required=True, help="space-separated seeds")
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args(argv)
+    for system in args.systems.split():
+        for seed in args.seeds.split():
+            print(run_dir(args.exp, system, seed, args.tag))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

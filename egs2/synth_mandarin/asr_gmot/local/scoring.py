@@ -1,5 +1,9 @@
-"""What stage 9 reads from sclite, and the statistics it adds to sclite's CER.
+"""What stage 8 gives sclite, what stage 9 reads from it, and the statistics it
+adds to sclite's CER.
 
+* :func:`trn_lines` (``python local/scoring.py trn TEXT UTT2SPK``, stage 8):
+  a Kaldi ``text`` as sclite's char-level trn, each line ending in its id
+  ``(<speaker>-<utterance>)`` (:func:`trn_id`);
 * :func:`sclite_error` and :func:`read_sclite_alignments` read sclite's
   ``-o all`` report (run.sh stage 8): the corpus CER, and each utterance's
   alignment of reference and hypothesis characters (sclite's own, so every
@@ -17,9 +21,10 @@
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +32,23 @@ import numpy as np
 # the side sclite writes as "***" (an insertion has no reference character,
 # a deletion no hypothesis character).
 Pair = tuple[str | None, str | None]
+
+
+def trn_id(utt: str, speaker: str) -> str:
+    """The id of an utterance in a trn file: sclite groups by the part before
+    the first '-' (the speaker) and lower-cases it in its report."""
+    return f"{speaker}-{utt}"
+
+
+def trn_lines(text: Mapping[str, str], utt2spk: Mapping[str, str],
+              names: tuple[str, str] = ("text", "utt2spk")) -> Iterator[str]:
+    """``"他 是 老 师 (spk-utt)"`` per utterance of ``text``: characters split
+    by spaces, the transcript's own spaces dropped (character error rate).
+    ``names`` name the two inputs in errors."""
+    for utt, transcript in text.items():
+        if utt not in utt2spk:
+            raise ValueError(f"{names[0]}: utterance {utt} is not in {names[1]}")
+        yield " ".join(transcript.replace(" ", "")) + f" ({trn_id(utt, utt2spk[utt])})"
 
 
 def sclite_error(result: Path) -> float:
@@ -43,20 +65,20 @@ def read_sclite_alignments(result: Path, utt2spk: Mapping[str, str]) -> dict[str
     """Each utterance's alignment from the "DUMP OF SYSTEM ALIGNMENT STRUCTURE"
     of sclite's report, keyed by utterance id.
 
-    The trn ids were ``(<speaker>-<utterance>)``, which sclite lower-cases;
+    The trn ids were :func:`trn_id`'s, which sclite lower-cases;
     ``utt2spk`` maps them back. Every utterance of ``utt2spk`` must be there.
     """
-    by_trn_id = {f"{spk}-{utt}".lower(): utt for utt, spk in utt2spk.items()}
+    by_trn_id = {trn_id(utt, spk).lower(): utt for utt, spk in utt2spk.items()}
     alignments: dict[str, list[Pair]] = {}
     lines = Path(result).read_text(encoding="utf-8", errors="replace").splitlines()
     utt = None
     ref: list[str] | None = None
     for number, line in enumerate(lines, 1):
         if line.startswith("id: ("):
-            trn_id = line[len("id: ("):].rstrip().rstrip(")")
-            if trn_id not in by_trn_id:
-                raise ValueError(f"{result}:{number}: utterance '{trn_id}' is not in the set's utt2spk")
-            utt = by_trn_id[trn_id]
+            line_id = line[len("id: ("):].rstrip().rstrip(")")
+            if line_id not in by_trn_id:
+                raise ValueError(f"{result}:{number}: utterance '{line_id}' is not in the set's utt2spk")
+            utt = by_trn_id[line_id]
         elif line.startswith("REF:"):
             ref = line[4:].split()
         elif line.startswith("HYP:"):
@@ -179,3 +201,25 @@ def paired_bootstrap(
         samples[start:stop] = 100.0 * difference[index].sum(1) / ref_lengths[index].sum(1)
     low, high = np.quantile(samples, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
     return float(estimate), float(low), float(high)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 3 or args[0] != "trn":
+        print("usage: python local/scoring.py trn TEXT UTT2SPK  (writes the trn to stdout)", file=sys.stderr)
+        return 2
+    from espnet_gmot.kaldi_data import read_kaldi_map, read_text
+
+    text_path, utt2spk_path = args[1:]
+    try:  # every line checked before the first is written
+        lines = list(trn_lines(read_text(text_path), read_kaldi_map(utt2spk_path), (text_path, utt2spk_path)))
+    except ValueError as error:  # DataDirError included
+        print(f"scoring.py trn: {error}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
