@@ -9,7 +9,8 @@ Reproduces what Kaldi's ``steps/make_fbank_pitch.sh`` (as called by ESPnet's
 
 i.e. ``[log-mel fbank (80) | POV feature, normalised log pitch, delta pitch]``.
 The filterbank is computed by ``kaldi-native-fbank`` (a C++ port of Kaldi's
-``compute-fbank-feats``), the pitch by :mod:`espnet_gmot.features.pitch`.
+``compute-fbank-feats``), the pitch by :mod:`espnet_gmot.features.pitch` and
+:mod:`espnet_gmot.features.process_pitch`.
 
 Like Kaldi, the features are computed on 16-bit integer scale samples: pass
 ``input_scale=32768`` for float waveforms in [-1, 1] (what soundfile and ESPnet
@@ -21,7 +22,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from espnet_gmot.features.pitch import compute_kaldi_pitch, process_kaldi_pitch
+from espnet_gmot.features.pitch import compute_kaldi_pitch
+from espnet_gmot.features.process_pitch import process_kaldi_pitch
 
 __all__ = ["FbankPitchConfig", "compute_kaldi_fbank", "compute_fbank_pitch"]
 
@@ -42,7 +44,7 @@ class FbankPitchConfig:
     ``pitch_options`` are passed to
     :func:`~espnet_gmot.features.pitch.compute_kaldi_pitch`
     (``compute-kaldi-pitch-feats``) and ``process_options`` to
-    :func:`~espnet_gmot.features.pitch.process_kaldi_pitch`
+    :func:`~espnet_gmot.features.process_pitch.process_kaldi_pitch`
     (``process-kaldi-pitch-feats``; e.g. ``delta_pitch_noise_stddev=0`` for
     noise-free delta pitch, ``srand``).
 

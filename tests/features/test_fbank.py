@@ -6,7 +6,8 @@ import torch
 import torchaudio
 
 from espnet_gmot.features import FbankPitchConfig, compute_fbank_pitch, compute_kaldi_fbank
-from espnet_gmot.features.pitch import compute_kaldi_pitch, process_kaldi_pitch
+from espnet_gmot.features.pitch import compute_kaldi_pitch
+from espnet_gmot.features.process_pitch import process_kaldi_pitch
 from tests.features.conftest import read_int16
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from espnet_gmot.features import pitch as pitch_module
-from espnet_gmot.features.pitch import compute_kaldi_pitch, glibc_rand_gauss
+from espnet_gmot.features.pitch import compute_kaldi_pitch
 from tests.features.conftest import SIGNALS, read_int16
 
 
@@ -116,13 +116,3 @@ def test_transition_is_exact_min_plus_convolution():
         np.testing.assert_array_equal(best, brute.argmin(axis=1))
         np.testing.assert_array_equal(cost, brute.min(axis=1))
 
-
-def test_glibc_rand_matches_known_values():
-    # glibc: srand(1) (and srand(0)) then rand() -> 1804289383, 846930886, ...
-    np.testing.assert_array_equal(
-        pitch_module._glibc_rand(0, 3), [1804289383, 846930886, 1681692777]
-    )
-    # Kaldi's RandGauss() after srand(0), printed by a C++ build.
-    np.testing.assert_allclose(
-        glibc_rand_gauss(0, 3), [-0.46489266, 0.20956026, 0.13919231], atol=1e-6
-    )

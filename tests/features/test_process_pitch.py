@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from espnet_gmot.features import FbankPitchConfig, compute_fbank_pitch
-from espnet_gmot.features.pitch import glibc_rand_gauss, process_kaldi_pitch
+from espnet_gmot.features import process_pitch as process_pitch_module
+from espnet_gmot.features.process_pitch import glibc_rand_gauss, process_kaldi_pitch
 from tests.features.conftest import SIGNALS
 
 
@@ -69,6 +70,17 @@ def test_delta_pitch_formula_with_edge_replication():
     # Edge frames replicate the first/last value: frame 0 sees [0,0,0,1,2]*log2.
     expected = 10 * log2 * np.array([0.5, 0.8, 1.0, 1.0, 0.8, 0.5])
     np.testing.assert_allclose(delta, expected, rtol=1e-5)
+
+
+def test_glibc_rand_matches_known_values():
+    # glibc: srand(1) (and srand(0)) then rand() -> 1804289383, 846930886, ...
+    np.testing.assert_array_equal(
+        process_pitch_module._glibc_rand(0, 3), [1804289383, 846930886, 1681692777]
+    )
+    # Kaldi's RandGauss() after srand(0), printed by a C++ build.
+    np.testing.assert_allclose(
+        glibc_rand_gauss(0, 3), [-0.46489266, 0.20956026, 0.13919231], atol=1e-6
+    )
 
 
 def test_delta_pitch_noise_is_kaldis_srand_stream():
