@@ -33,9 +33,9 @@ Differences to ``espnet2.bin.asr_inference`` with ``beam_size: 1, ctc_weight: 1`
   shifts its positions by the padded length, and a waveform frontend's STFT
   sees zeros where the utterance alone sees its reflected end.
   ``BatchInvariance`` (:mod:`espnet_gmot.espnet.batch_invariance`) undoes all
-  four with hooks on the loaded model (before
-  it, 18 of the demo's 100 test hypotheses changed at batch 64; after it,
-  none). A model it cannot vouch for (another encoder, a pre- or
+  four with hooks on the loaded model (without it, batches change some of
+  the demo's test hypotheses; with it, none: ``bench/bench_decode.py``
+  counts them). A model it cannot vouch for (another encoder, a pre- or
   post-encoder, another normaliser) is decoded one utterance at a time, with
   a warning, unless ``--allow_inexact_batches true``.
 
@@ -43,9 +43,8 @@ Speed: greedy decoding costs the encoder forward and nothing else; ESPnet's
 beam-1 search adds, per output token, a CTC prefix score over the whole
 vocabulary (with ``ctc_weight: 1.0`` it sets no pre-beam). The speed-up over
 ``espnet2.bin.asr_inference`` is therefore bounded by ESPnet's time over its
-encoder's time (``bench/bench_decode.py`` prints both): about 4x for the
-demo's model on a CPU, where ESPnet spends a quarter of its time in the
-encoder. Batches lift greedy decoding above that bound by amortising the
+encoder's time (``bench/bench_decode.py`` prints both and the bound).
+Batches lift greedy decoding above that bound by amortising the
 encoder layers' per-operation overhead (the convolutional subsampling, which
 gets slower per utterance in batches on a CPU, runs per utterance); on a GPU
 they fill the device.
@@ -80,10 +79,9 @@ BLANK_ID = 0  # ESPnet's CTC blank is the first token
 # Batches read ahead and sorted by length before they are decoded.
 READ_AHEAD_BATCHES = 16
 
-# Utterances per batch by default: the best on a CPU over both scales that
-# bench/bench_decode.py measures (2 threads, ms per utterance at batch 1/4/8/16:
-# demo model 6.7/4.5/3.6/3.5, AISHELL-size Conformer 118/98/114/142; larger
-# batches spill the caches). A GPU wants larger ones.
+# Utterances per batch by default: the best on a CPU over both model scales
+# that bench/bench_decode.py times (--batch_sizes "1 4 8 16" prints the
+# figures); larger batches spill the caches. A GPU wants larger ones.
 DEFAULT_BATCH_SIZE = 8
 
 

@@ -207,9 +207,8 @@ class BatchInvariance:
 
         Not for exactness (its valid outputs read valid inputs only) but for
         speed on a CPU: a batched 2-D convolution over the padded input costs
-        more per utterance the larger the batch (1.4 ms alone, 4.8 ms in a
-        batch of 16 for the demo's model on 2 cores), while the layers after
-        it gain from batches. Outputs are padded to the batch's frames; the
+        more per utterance the larger the batch, while the layers after it
+        gain from batches. Outputs are padded to the batch's frames; the
         positional embeddings are the longest utterance's, which spans them.
         """
 
