@@ -13,8 +13,8 @@ rest into ``--output``: binary wheels for the target's Python and platform tags,
 wheels built here from packages published only as sources, and this package's
 own wheel. ``--also`` adds requirements (the test suite's ``editdistance``, for
 the GPU check). ``--skip`` leaves out packages of the closure that nothing the node
-runs imports (the GPU check skips espnet 202611's av, 36 MB, and kernels and
-pyworld: see tools/gpu_check.sh). ``<output>/espnet<release>-py<version>.txt``
+runs imports (the GPU check skips espnet 202611's av, a large wheel, and kernels
+and pyworld: see tools/gpu_check.sh). ``<output>/espnet<release>-py<version>.txt``
 lists one set's ``name==version`` lines, and ``espnet<release>-py<version>.node.txt``
 what it relies on the node for (what a stand-in for the node needs). On the
 node, with no network::
@@ -210,7 +210,7 @@ def main(argv=None) -> None:
                         help="platform tags the node's pip accepts")
     parser.add_argument("--skip", nargs="*", default=[],
                         help="packages of the closure to leave out because nothing the node "
-                             "runs imports them (e.g. espnet 202611's av, 36 MB)")
+                             "runs imports them (e.g. espnet 202611's av)")
     parser.add_argument("--also", nargs="*", default=[],
                         help="more requirements to carry (e.g. editdistance, which the "
                              "test suite's helpers import and espnet 202611 no longer pulls in)")

@@ -2,9 +2,9 @@
 """Stage 7 with ``--inference ctc_greedy``: every run and set in one process.
 
 Each decoding is ``espnet_gmot.bin.asr_inference_ctc_greedy`` with the arguments
-a per-job command would get; one process pays ESPnet's start-up (about 15 s on
-2 cores, far more than decoding these sets) once instead of once per run and
-set. Writes ``<run dir>/decode_<set>/{text,output/1best_recog/*}`` atomically,
+a per-job command would get; one process pays ESPnet's start-up (which takes
+far longer than decoding these sets) once instead of once per run and set.
+Writes ``<run dir>/decode_<set>/{text,output/1best_recog/*}`` atomically,
 like run.sh's ``decode_one``; finished decodings are kept.
 """
 

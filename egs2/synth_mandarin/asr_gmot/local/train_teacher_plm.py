@@ -315,7 +315,7 @@ def masked_lm_logits(model, input_ids, attention_mask, labels):
 
     Computing the vocabulary projection just for the ~15% masked positions
     (instead of every position, as ``BertForMaskedLM.forward`` does) makes
-    CPU pretraining several times faster.
+    CPU pretraining faster.
     """
     hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     positions = labels != -100
