@@ -45,7 +45,6 @@ import importlib.util
 import io
 import json
 import math
-import os
 import random
 import shutil
 import sys
