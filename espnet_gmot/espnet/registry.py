@@ -4,6 +4,8 @@ ESPnet 202511 has no plugin mechanism: ``espnet2.tasks.asr`` keeps its choices i
 plain dicts read when the parser is built. :func:`register` adds ours to them;
 it must run in every process that parses arguments or builds a model, which is
 what ``python -m espnet_gmot.launch`` and the ``espnet_gmot.bin`` entry points see to.
+It also makes the checkpoints of ESPnet's trainer atomic
+(:mod:`espnet_gmot.espnet.checkpoint`).
 """
 
 MODEL_NAME = "gmot"
@@ -11,11 +13,14 @@ FRONTEND_NAME = "fbank_pitch"
 
 
 def register() -> None:
-    """Add ``model: gmot`` and ``frontend: fbank_pitch`` to ``ASRTask`` (idempotent)."""
+    """Add ``model: gmot`` and ``frontend: fbank_pitch`` to ``ASRTask``, and make
+    the trainer's checkpoint writes atomic (idempotent)."""
     from espnet2.tasks import asr
 
+    from espnet_gmot.espnet import checkpoint
     from espnet_gmot.espnet.frontend import FbankPitchFrontend
     from espnet_gmot.espnet.model import ESPnetGMOTModel
 
     asr.model_choices.classes[MODEL_NAME] = ESPnetGMOTModel
     asr.frontend_choices.classes[FRONTEND_NAME] = FbankPitchFrontend
+    checkpoint.install()
