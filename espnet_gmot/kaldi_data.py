@@ -27,6 +27,8 @@ from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
 
 import numpy as np
 
+from espnet_gmot.atomic import atomic_write_text, process_alive
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 # Kaldi's extract-segments defaults (--min-segment-length, --max-overshoot).
@@ -107,13 +109,7 @@ def write_kaldi_map(path: PathLike, entries: Union[Mapping[str, object], Iterabl
         if isinstance(value, (list, tuple)):
             value = " ".join(map(str, value))
         lines.append(f"{key} {value}\n" if value != "" else f"{key}\n")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text("".join(lines), encoding="utf-8")
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk: leave no half file behind
-        raise
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(lines))
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -325,16 +321,6 @@ def filter_utterance_files(directory: PathLike, kept: Iterable[str], segmented: 
 _STAGING = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?[^-]*")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_staging(output_dir: PathLike) -> None:
     """Remove staging directories of ``output_dir`` whose writer is gone.
 
@@ -350,7 +336,7 @@ def clean_stale_staging(output_dir: PathLike) -> None:
         if not match or match["name"] != output_dir.name or not path.is_dir():
             continue
         pid = match["pid"]
-        if pid is not None and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid is not None and int(pid) != os.getpid() and process_alive(int(pid)):
             continue
         if match["kind"] == "old" and not output_dir.exists():
             path.rename(output_dir)

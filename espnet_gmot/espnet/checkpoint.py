@@ -17,92 +17,18 @@ of one. It also makes ``Trainer.resume`` name a checkpoint that cannot be read
 (one an older run left truncated) and say what to do.
 """
 
-import contextlib
 import functools
 import logging
 import os
-import re
-import secrets
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import Optional, Union
 
-from espnet_gmot.kaldi_data import _alive
+from espnet_gmot.atomic import atomic_write, remove_stale_temporaries
 
 PathLike = Union[str, os.PathLike]
 
 _LOG = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------
-def _temporary_name(path: Path) -> Path:
-    """``.<name>.tmp-<pid>-<random>`` beside ``path`` (the staging names of kaldi_data)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove temporary files of ``path`` whose writer is gone (a SIGKILL leaves them)."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-(\d+)-[0-9a-f]+")
-    try:
-        entries = list(path.parent.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        if match is None:
-            continue
-        pid = int(match[1])
-        if pid == os.getpid() or _alive(pid):
-            continue
-        entry.unlink(missing_ok=True)
-        _LOG.warning("Removed %s, left by an interrupted run", entry)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (best effort: not every filesystem can)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_write(path: PathLike) -> Iterator[BinaryIO]:
-    """A binary file whose content appears at ``path`` whole, or not at all.
-
-    The block writes to a temporary file in ``path``'s directory; when it
-    finishes, the file is flushed, fsync'ed and renamed onto ``path``
-    (``os.replace``). On any exception, a full disk (``OSError`` ENOSPC) or a
-    ``KeyboardInterrupt`` included, the temporary file is removed and the
-    exception re-raised: ``path`` keeps its previous content. A symbolic link
-    keeps pointing where it did: the file it points to is replaced. A process killed
-    outright cannot clean up: the temporary files a dead process left for the
-    same ``path`` are removed by the next write.
-    """
-    path = Path(path)
-    if path.is_symlink():  # write where it points, as writing in place would
-        path = path.resolve()
-    _remove_stale_temporaries(path)
-    tmp = _temporary_name(path)
-    f = open(tmp, "xb")
-    try:
-        with f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
 
 
 def atomic_save(obj, path: PathLike, *args, save=None, **kwargs) -> None:
@@ -114,7 +40,10 @@ def atomic_save(obj, path: PathLike, *args, save=None, **kwargs) -> None:
         import torch
 
         save = torch.save
-    with atomic_write(path) as f:
+    # A killed rank 0 leaves its temporary file behind; the next save removes it.
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+    remove_stale_temporaries(path)
+    with atomic_write(path, durable=True) as f:
         save(obj, f, *args, **kwargs)
 
 

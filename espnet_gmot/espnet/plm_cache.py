@@ -41,6 +41,7 @@ import kaldiio
 import numpy as np
 import torch
 
+from espnet_gmot.atomic import atomic_write_text
 from espnet_gmot.kaldi_data import DataDirError, read_kaldi_map, read_text, write_kaldi_map
 from espnet_gmot.transfer.plm import PLMTeacher
 
@@ -91,12 +92,6 @@ def read_manifest(output_dir: Path) -> Optional[dict]:
         return json.load(f)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) -> None:
     """Refuse a cache made from another PLM or dtype, or one that records nothing."""
     found = read_manifest(output_dir)
@@ -109,7 +104,7 @@ def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) ->
                 f"Remove it (rm -r {shlex.quote(str(output_dir))}) and run "
                 f"`{dump_command(text_path, output_dir, wanted['plm'], wanted['dtype'])}`."
             )
-        _write_atomically(output_dir / MANIFEST, json.dumps(wanted, indent=2) + "\n")
+        atomic_write_text(output_dir / MANIFEST, json.dumps(wanted, indent=2) + "\n")
         return
     # The name may differ (a hub name vs. its local copy) when the weights agree.
     if found.get("dtype") == wanted["dtype"] and cache_data_type(found) != wanted["data_type"]:

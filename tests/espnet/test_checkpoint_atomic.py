@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from espnet_gmot import atomic
 from espnet_gmot.espnet import checkpoint
 from tests.helpers import espnet_pipeline as pipeline
 from tests.helpers.tiny_asr import make_tiny_bert, make_tiny_corpus, tiny_gmot_config_text
@@ -210,7 +211,7 @@ def test_a_disk_that_fills_mid_write_keeps_the_previous_checkpoint(trainer, tmp_
         files.append(FillingDisk(open(file, mode, *args, **kwargs), room=1 << 20))
         return files[-1]
 
-    monkeypatch.setattr(checkpoint, "open", filling_open, raising=False)
+    monkeypatch.setattr(atomic, "open", filling_open, raising=False)
     with pytest.raises(Exception) as err:
         trainer.torch.save(new_state(4 << 20), path)  # 4M values, 16 MB
     assert raised_enospc(err.value), repr(err.value)
@@ -360,11 +361,11 @@ class SlowFile:
 
 state = {"epoch": 2, **{f"w{k}": torch.full((16384,), float(k)) for k in range(320)}}
 if mode == "atomic":
-    from espnet_gmot.espnet import checkpoint
+    from espnet_gmot import atomic
     from espnet_gmot.espnet.registry import register
     register()
     from espnet2.train import trainer
-    checkpoint.open = lambda *args, **kwargs: SlowFile(open(*args, **kwargs))
+    atomic.open = lambda *args, **kwargs: SlowFile(open(*args, **kwargs))
     trainer.torch.save(state, target)
 else:
     torch.save(state, SlowFile(open(target, "wb")))

@@ -17,7 +17,7 @@ import soundfile
 import torch
 from typeguard import TypeCheckError
 
-from espnet_gmot import kaldi_data
+from espnet_gmot import atomic, kaldi_data
 from espnet_gmot.bin import dump_fbank_pitch as dump
 from espnet_gmot.espnet.frontend import FbankPitchFrontend
 from espnet_gmot.features import FbankPitchConfig, compute_fbank_pitch
@@ -265,15 +265,31 @@ def test_full_disk_names_the_output_keeps_the_old_one_and_a_rerun_completes(
 
         monkeypatch.setattr(kaldiio, "save_ark", save_ark)
     else:
-        real_write_text = Path.write_text
+        class HalfThenFull:
+            """The map's temporary file: half of the text fits, then the disk is full."""
 
-        def write_text(path, text, *args, **kwargs):
-            if path.name.startswith(".feats.scp.tmp"):
-                real_write_text(path, text[: len(text) // 2], *args, **kwargs)  # half, then full
-                raise full(path)
-            return real_write_text(path, text, *args, **kwargs)
+            def __init__(self, file):
+                self.file = file
 
-        monkeypatch.setattr(Path, "write_text", write_text)
+            def write(self, text):
+                self.file.write(text[: len(text) // 2])
+                self.file.flush()
+                raise full(self.file.name)
+
+            def __getattr__(self, name):
+                return getattr(self.file, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.file.close()
+
+        def filling_open(file, *args, **kwargs):
+            opened = open(file, *args, **kwargs)
+            return HalfThenFull(opened) if Path(file).name.startswith(".feats.scp.tmp") else opened
+
+        monkeypatch.setattr(atomic, "open", filling_open, raising=False)
     with pytest.raises(SystemExit) as exit_info:
         run_dump(data, output, "--nj", "1")
     assert exit_info.value.code == 1

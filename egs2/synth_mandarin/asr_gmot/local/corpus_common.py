@@ -2,20 +2,21 @@
 
 Used by ``make_corpus.py`` (writes the manifest), ``train_teacher_plm.py``
 (reads it to exclude dev/test sentences from pretraining) and
-``prepare_data.py``.  Kept dependency-free (standard library only) so that
-every script can import it cheaply.
+``prepare_data.py``.  Kept light (the standard library and
+``espnet_gmot.atomic``, whose atomic writes every script uses) so that every
+script can import it cheaply.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable
+
+from espnet_gmot.atomic import atomic_write_text
 
 # CJK Unified Ideographs (basic block) plus Extension A.  Everything the
 # corpus speaks and the teacher PLM learns is restricted to these characters.
@@ -35,30 +36,6 @@ def hanzi_only(text: str) -> str:
 def is_all_hanzi(text: str) -> bool:
     """True if ``text`` is non-empty and consists only of Chinese characters."""
     return bool(text) and len(HANZI_PATTERN.findall(text)) == len(text)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + rename in the same folder.
-
-    A reader (or a resumed run) therefore sees either the old file, no file,
-    or the complete new file, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, obj: object) -> None:

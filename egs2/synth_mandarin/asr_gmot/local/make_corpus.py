@@ -55,13 +55,13 @@ from corpus_common import (  # noqa: E402
     SPLITS,
     STATS_NAME,
     ManifestRow,
-    atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
     chars_by_syllable,
     hanzi_only,
     write_manifest,
 )
+
+from espnet_gmot.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 TARGET_SAMPLE_RATE = 16000
 ESPEAK_VOICE = "cmn-latn-pinyin"
@@ -386,6 +386,7 @@ def run_synthesis_job(job: SynthesisJob) -> tuple[str, float, bool]:
     if path.is_file():
         return job.utt_id, soundfile.info(str(path)).frames / TARGET_SAMPLE_RATE, False
     data = synthesize_wav_bytes(job.espeak_text, job.variant, job.speed_wpm, job.pitch)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
     frames = (len(data) - 44) // 2  # soundfile writes a canonical 44-byte header
     return job.utt_id, frames / TARGET_SAMPLE_RATE, True
@@ -623,6 +624,7 @@ def make_corpus(args: argparse.Namespace) -> dict:
     espeak_version = subprocess.run(
         [espeak_bin, "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
+    corpus_root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(config_path, config)
 
     started = time.time()

@@ -40,12 +40,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-import os
 import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -55,6 +53,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runs import last_epoch_stats, run_dir  # noqa: E402
 from scoring import sclite_error  # noqa: E402
+
+from espnet_gmot.atomic import atomic_write, atomic_write_text  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1]
 
@@ -350,20 +350,6 @@ def results_markdown(rows: Sequence[Row], system: str, seeds: Sequence[str], set
     return "\n".join(lines) + "\n"
 
 
-def atomic_write(path: Path, write) -> None:
-    """``write(temporary path)``, then rename over ``path``: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-
-
 def plot_parameter(path: Path, parameter: str, rows: Sequence[Row], sets: Sequence[str],
                    base_value: float) -> None:
     """CER of each set against the parameter's value, the base value marked."""
@@ -396,7 +382,9 @@ def plot_parameter(path: Path, parameter: str, rows: Sequence[Row], sets: Sequen
     axes.set_ylabel("CER (%)")
     axes.legend()
     figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png", dpi=120)
     plt.close(figure)
 
 
@@ -486,7 +474,8 @@ def sweep(args) -> None:
         plots[parameter] = picture
     results = args.out_dir / "RESULTS.md"
     markdown = results_markdown(rows, args.system, seeds, sets, max_epoch, plots)
-    atomic_write(results, lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results, markdown)
     print(f"sweep: wrote {results.resolve()} and {len(plots)} plot(s)", flush=True)
 
 

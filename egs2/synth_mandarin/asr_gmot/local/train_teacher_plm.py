@@ -57,11 +57,12 @@ from typing import Iterable, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus_common import (  # noqa: E402
     atomic_write_json,
-    atomic_write_text,
     hanzi_only,
     is_all_hanzi,
     read_manifest,
 )
+
+from espnet_gmot.atomic import atomic_write_text  # noqa: E402
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))

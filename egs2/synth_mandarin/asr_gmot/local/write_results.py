@@ -10,7 +10,6 @@ import argparse
 import inspect
 import json
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import yaml
 
+from espnet_gmot.atomic import atomic_write_text
 from espnet_gmot.kaldi_data import read_kaldi_map
 from espnet_gmot.transfer.module import OTKnowledgeTransfer
 
@@ -282,9 +282,7 @@ def main():
                   f"Models of seed {seeds[0]}. Rows: PLM tokens ([CLS] ... [SEP]); columns: "
                   "encoder frames. Each row is scaled to its own maximum.", ""]
         lines += [f"![{p.stem}]({p.as_posix()})" for p in pictures] + [""]
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, args.output)
+    atomic_write_text(args.output, "\n".join(lines))
 
 
 if __name__ == "__main__":
