@@ -13,12 +13,8 @@ from espnet_gmot.ot.costs import (
     temporal_cost,
 )
 from espnet_gmot.ot.gromov import fused_gromov_wasserstein
-from espnet_gmot.ot.sinkhorn import (
-    GRADIENT_MODES,
-    ConvergenceWarning,
-    TransportResult,
-    sinkhorn,
-)
+from espnet_gmot.ot.problem import GRADIENT_MODES, ConvergenceWarning, TransportResult
+from espnet_gmot.ot.sinkhorn import sinkhorn
 
 __all__ = [
     "GRADIENT_MODES",

@@ -12,7 +12,7 @@ where ``constC[i, k] = sum_i' C1[i, i']^2 a_i' + sum_k' C2[k, k']^2 b_k'`` is th
 square-loss decomposition of Peyre et al. (2016, Prop. 1): one step costs
 ``O(n m (n + m))`` and no ``n x n x m x m`` tensor is ever formed. Unlike POT,
 each inner Sinkhorn starts from the previous step's duals (the first one from
-epsilon scaling, see :mod:`espnet_gmot.ot.sinkhorn`); the inner problem has a
+epsilon scaling, see :mod:`espnet_gmot.ot.log_domain`); the inner problem has a
 unique solution, so this changes the number of iterations, not the result.
 
 Relaxed marginals (``marginal_relaxation``, as in :func:`sinkhorn`): each step's
@@ -46,20 +46,19 @@ import torch
 
 from espnet_gmot.ot.costs import Lengths
 from espnet_gmot.ot.host import to_host
-from espnet_gmot.ot.sinkhorn import (
-    DEFAULT_NEWTON_STEPS,
+from espnet_gmot.ot.log_domain import annealing_stages
+from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS
+from espnet_gmot.ot.problem import (
     HARD,
     Marginals,
     Relaxation,
-    ScalingOptions,
     TransportResult,
-    annealing_stages,
     check_solver_options,
     finish_result,
     prepare_problem,
-    sinkhorn,
-    solve_scaling,
 )
+from espnet_gmot.ot.scaling import ScalingOptions, solve_scaling
+from espnet_gmot.ot.sinkhorn import sinkhorn
 
 
 def _square_loss_constant(

@@ -34,7 +34,7 @@ from espnet_gmot.ot import (
     temporal_cost,
 )
 from espnet_gmot.ot.costs import working_dtype
-from espnet_gmot.ot.sinkhorn import DEFAULT_NEWTON_STEPS
+from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS
 
 MARGINAL_MODES = ("balanced", "semi_relaxed", "unbalanced")
 

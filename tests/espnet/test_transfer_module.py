@@ -224,7 +224,7 @@ def test_bf16_autocast_runs_the_ot_in_float32_with_finite_losses_and_gradients(g
     assert torch.allclose(out.plan, reference.plan, atol=1e-6)
 
 
-@pytest.mark.filterwarnings("ignore::espnet_gmot.ot.sinkhorn.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::espnet_gmot.ot.ConvergenceWarning")
 def test_fp16_features_with_many_frames_and_tokens_give_finite_losses():
     """Issue 10 item 2: the temporal prior reaches ~n^2/2, past fp16's 65504."""
     torch.manual_seed(0)
@@ -263,7 +263,7 @@ def test_solver_options_reach_the_solver_and_are_checked():
 
 
 @pytest.mark.parametrize("device_type", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-@pytest.mark.filterwarnings("ignore::espnet_gmot.ot.sinkhorn.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::espnet_gmot.ot.ConvergenceWarning")
 def test_fp16_autocast_with_grad_scaler_settles(device_type):
     """fp16 autocast with a GradScaler at its default scale (2^16): the first
     steps may overflow and be skipped, as in any fp16 model; the OT runs in

@@ -10,7 +10,7 @@ from espnet_gmot.ot import (
     structure_cost,
     temporal_cost,
 )
-from espnet_gmot.ot.sinkhorn import Marginals
+from espnet_gmot.ot.problem import Marginals
 
 
 def test_length_mask_and_uniform_marginals():

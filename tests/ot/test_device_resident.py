@@ -12,7 +12,8 @@ import torch
 
 from espnet_gmot.ot import fused_gromov_wasserstein, sinkhorn, temporal_cost
 from espnet_gmot.ot.host import HOST_READS
-from espnet_gmot.ot.sinkhorn import DEFAULT_NEWTON_STEPS, DEVICE_CHECK_EVERY, CheckCadence
+from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS
+from espnet_gmot.ot.scaling import DEVICE_CHECK_EVERY, CheckCadence
 from tests.ot.problems import make_problem, pad_batch
 
 # one read for the input checks, one at the end of the solve

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from espnet_gmot.ot import (
+    ConvergenceWarning,
     cosine_cost,
     fused_gromov_wasserstein,
     sinkhorn,
     structure_cost,
     temporal_cost,
 )
-from espnet_gmot.ot.sinkhorn import ConvergenceWarning
 from tests.ot.problems import make_problem, pad_batch, pot_sinkhorn_plan
 
 
