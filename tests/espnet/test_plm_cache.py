@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from espnet_gmot.bin import plm_cache_args
 from espnet_gmot.espnet.plm_cache import (
     PLMCacheError,
     check_cache_against_text,
@@ -396,3 +397,20 @@ def test_sigkill_then_resume_gives_the_uninterrupted_cache(tmp_path, bert):
         np.testing.assert_array_equal(resumed[utt], whole[utt])
     assert not list(out.rglob("*.tmp*"))
     assert interrupted, "the dump finished before it could be killed; make the text longer"
+
+
+def test_plm_cache_args_command(tmp_path, capsys):
+    """The training arguments of caches, as the recipe's local/plm_cache.sh prints them."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "plm_cache.json").write_text(json.dumps({"data_type": "npy"}))
+    plm_cache_args.main(["--train", str(tmp_path / "train" / "plm_states.scp"),
+                         "--valid", "dev/plm_states.scp"])
+    assert capsys.readouterr().out == (
+        f"--train_data_path_and_name_and_type {tmp_path}/train/plm_states.scp,plm_states,npy "
+        "--valid_data_path_and_name_and_type dev/plm_states.scp,plm_states,kaldi_ark "
+        "--allow_variable_data_keys true\n"
+    )
+    assert plm_cache_args.plm_cache_args(valid="v.scp") == [
+        "--valid_data_path_and_name_and_type v.scp,plm_states,kaldi_ark", "--allow_variable_data_keys true"]
+    with pytest.raises(SystemExit):
+        plm_cache_args.main([])
