@@ -66,11 +66,13 @@ def standin(tmp_path):
 def test_every_script_parses_with_bash_n():
     scripts = shell_scripts()
     names = {str(p.relative_to(RECIPE)) for p in scripts}
-    assert {"run.sh", "path.sh", "cmd.sh", "local/setup.sh", "local/path.sh"} <= names
+    assert {"run.sh", "path.sh", "cmd.sh", "local/setup.sh", "local/path.sh", "local/dump_fbank_pitch.sh",
+            "local/audio_format.sh", "local/plm_cache.sh"} <= names
     for script in scripts:
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{script}: {proc.stderr}"
-    for script in ("run.sh", "local/setup.sh"):
+    for script in ("run.sh", "local/setup.sh", "local/dump_fbank_pitch.sh", "local/audio_format.sh",
+                   "local/plm_cache.sh", "local/config_value.py"):
         assert os.access(RECIPE / script, os.X_OK), f"{script} is not executable"
 
 
