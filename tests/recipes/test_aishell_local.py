@@ -1,5 +1,5 @@
 """The local/ steps that the AISHELL-1 recipe's run.sh runs before asr.sh
-(``egs2/aishell/asr_gmot/local``), each on its own.
+(``egs2/aishell/asr_gmot/local``), each on its own, and run.sh's calls of them.
 
 ``local/dump_fbank_pitch.sh`` and ``local/plm_cache.sh`` run in a recipe set up
 in the stand-in ESPnet checkout of ``aishell_standin`` (they source Kaldi's
@@ -12,6 +12,7 @@ tests of test_aishell_recipe.py compute them through run.sh).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 from tests.recipes.aishell_standin import (
     RECIPE,
     copy_recipe,
+    final_options,
     make_asr1,
     make_espnet_root,
     run,
@@ -238,3 +240,58 @@ def test_config_value(tmp_path):
     proc = config_value("c.yaml", cwd=tmp_path)
     assert proc.returncode != 0 and "usage" in proc.stderr
     assert config_value("none.yaml", "model", cwd=tmp_path).returncode != 0
+
+
+# ------------------------------------------------ run.sh's calls of local/ ----
+
+
+def test_run_sh_calls_the_fbank_pitch_dump_for_every_directory_asr_sh_reads(recipe, recorder):
+    run(["./run.sh", "--feats_type", "fbank_pitch", "--python", recorder, "--fbank_nj", "2"], recipe)
+    assert [c[3:] for c in calls(recorder, "espnet_gmot.bin.dump_fbank_pitch")] == [
+        ["2", f"dump/raw/{dset}", f"dump/fbank_pitch/{dset}"] for dset in ("train_sp", "dev", "org/dev", "test")
+    ]
+    opts = final_options(recipe)
+    assert (opts["feats_type"], opts["eval_valid_set"]) == ("fbank_pitch", "true")
+    assert "audio_format" not in opts
+    # without dev among the test sets asr.sh decodes no org/dev; each set once
+    shutil.rmtree(recipe / "dump" / "fbank_pitch")
+    run(["./run.sh", "--feats_type", "fbank_pitch", "--python", recorder, "--test_sets", "test test"],
+        recipe)
+    assert [c[-1] for c in calls(recorder, "espnet_gmot.bin.dump_fbank_pitch")[4:]] == \
+        ["dump/fbank_pitch/train_sp", "dump/fbank_pitch/dev", "dump/fbank_pitch/test"]
+    assert final_options(recipe)["eval_valid_set"] == "false"
+
+
+def test_run_sh_merges_the_plm_cache_arguments(recipe, recorder):
+    cache = "dump/plm_states/bert-base-chinese"
+    plm_args = (f"--train_data_path_and_name_and_type {cache}/train_sp/plm_states.scp,plm_states,kaldi_ark "
+                f"--valid_data_path_and_name_and_type {cache}/dev/plm_states.scp,plm_states,kaldi_ark "
+                "--allow_variable_data_keys true")
+    run(["./run.sh", "--plm_cache", "true", "--python", recorder, "--asr_args", "--max_epoch 1",
+         "--frontend", "fbank_pitch", "--plm_cache_opts", "--device cuda"], recipe)
+    assert final_options(recipe)["asr_args"] == f"--frontend fbank_pitch {plm_args} --max_epoch 1"
+    dumps = calls(recorder, "espnet_gmot.bin.dump_plm_states")
+    assert [c[-2:] for c in dumps] == [["--device", "cuda"]] * 2
+    # stage 12 on: the arguments without computing anything
+    run(["./run.sh", "--plm_cache", "true", "--python", recorder, "--stage", "12"], recipe)
+    assert final_options(recipe)["asr_args"] == plm_args
+    assert len(calls(recorder, "espnet_gmot.bin.dump_plm_states")) == 2
+    # the baseline uses no PLM
+    proc = run(["./run.sh", "--plm_cache", "true", "--python", recorder, "--system", "baseline"], recipe)
+    assert "asr_args" not in final_options(recipe) and "--plm_cache true ignored" in proc.stderr
+    proc = run(["./run.sh", "--plm_cache", "yes", "--python", recorder], recipe, check=False)
+    assert proc.returncode != 0 and "--plm_cache yes: choose true or false" in proc.stderr
+
+
+def test_run_sh_help_lists_its_options_and_has_no_embedded_python(tmp_path):
+    proc = run([RECIPE / "run.sh", "--help"], tmp_path)  # works before local/setup.sh
+    text = (RECIPE / "run.sh").read_text()
+    variables = text[text.index("\nstage=") + 1:text.index("\nexpdir=exp\n") + 11]
+    names = [line.split("=")[0] for line in variables.splitlines() if line[:1].isalpha()]
+    assert len(names) == 26 and names[0] == "stage" and names[-1] == "expdir"
+    for name in names:
+        assert f"\n{name}=" in "\n" + proc.stdout, name
+    assert "--method is its old name" in proc.stdout and "set -euo" not in proc.stdout
+    assert "<<" not in text  # no heredocs; Python lives in files
+    assert [line for line in text.splitlines() if " -c " in line] == [
+        line for line in text.splitlines() if '-c "import espnet2, espnet_gmot"' in line]
