@@ -90,6 +90,8 @@ def test_audio_format_of_a_raw_dump(tmp_path):
     assert proc.returncode != 0 and "nor" in proc.stderr and proc.stdout == ""
     proc = run([LOCAL / "audio_format.sh"], tmp_path, check=False)
     assert proc.returncode != 0 and "Usage" in proc.stderr
+    proc = run([LOCAL / "audio_format.sh", "--help"], tmp_path)
+    assert "Usage" in proc.stderr and proc.stdout == ""
 
 
 # -------------------------------------------------- local/dump_fbank_pitch.sh ----

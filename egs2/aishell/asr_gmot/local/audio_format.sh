@@ -6,8 +6,12 @@
 #     local/audio_format.sh dump/raw/train_sp
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "Usage: $0 <raw dump directory>" >&2
+usage="Usage: $0 <raw dump directory>, e.g. $0 dump/raw/train_sp"
+if [ "$*" = --help ] || [ "$*" = -h ]; then
+    echo "${usage}" >&2
+    exit 0
+elif [ $# -ne 1 ]; then
+    echo "${usage}" >&2
     exit 1
 fi
 if [ -f "$1/audio_format" ]; then
