@@ -231,7 +231,8 @@ def test_recipe_outside_the_espnet_tree(tmp_path, how):
 
 def test_systems_options_and_passthrough(standin):
     _, _, recipe = standin
-    run(["local/setup.sh"], recipe)
+    proc = run(["local/setup.sh"], recipe)
+    assert "Next: ./run.sh --stage 10 [--system gmot|" in proc.stdout and "--method" not in proc.stdout
     for system in ("baseline", "otbert", "totcakt", "gmot"):
         proc = run(["./run.sh", "--system", system, "--python", sys.executable], recipe)
         opts = final_options(recipe)

@@ -140,4 +140,4 @@ done
 log "ESPnet checkout: ${espnet_root}"
 log "Reusing ${asr1_dir}: data/, token list, dump/ (${feats_found% })"
 log "Linked in ${recipe_dir}: asr.sh db.sh pyscripts scripts utils steps data dump/{${feats_found% }}"
-log "Next: ./run.sh --stage 10 [--method gmot|totcakt|otbert|baseline] [--feats_type ${feats_found%% *}]"
+log "Next: ./run.sh --stage 10 [--system gmot|totcakt|otbert|baseline|hybrid_gmot|hybrid_baseline] [--feats_type ${feats_found%% *}]"
