@@ -16,6 +16,15 @@
 #   9 report    RESULTS.md (CER mean and deviation over seeds, paired bootstrap intervals
 #               against the baseline, homophone-position errors) and coupling heat maps
 #
+# Against ESPnet's asr.sh (egs2/TEMPLATE/asr1): stages 1-4 do what a recipe's data
+# preparation and asr.sh's stages 1-5 do (corpus, Kaldi data dirs, features, token
+# list; no speed perturbation), plus the teacher (stage 2), which asr.sh has no stage
+# for; stage 5 = asr.sh's stage 10 (collect stats), 6 = 11 (training), 7 = 12
+# (decoding), 8 = 13 (scoring); 9, the report, is the demo's own. It cannot call
+# asr.sh itself: asr.sh lives in an ESPnet git checkout, under egs2/TEMPLATE, with
+# Kaldi's utils/ and the sctk/sph2pipe tools, and a pip install of ESPnet has none of
+# them; the demo must run after pip alone.
+#
 # Every Python step of ESPnet runs through `python3 -m espnet_gmot.launch`.
 # Stages reuse finished outputs; --stage/--stop_stage pick a range.
 #
