@@ -197,7 +197,7 @@ def timed(fn, device):
 def solver_timer(device, totals):
     """Time every OT solve of the transfer module (a separate, instrumented pass)."""
     patched = {}
-    for name in ("sinkhorn", "fused_gromov_wasserstein"):
+    for name in ("solve_sinkhorn", "solve_fused_gromov_wasserstein"):
         original = getattr(transfer_module, name)
 
         def wrapper(*args, _original=original, **kwargs):

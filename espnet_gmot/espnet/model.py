@@ -4,6 +4,7 @@ import inspect
 import logging
 import math
 import os
+from types import MappingProxyType
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -34,6 +35,12 @@ _BUILT_BY_ESPNET = (
 )
 # ESPnet's default CTC weight of a model with a decoder, read from ESPnetASRModel.
 _ESPNET_CTC_WEIGHT = inspect.signature(ESPnetASRModel.__init__).parameters["ctc_weight"].default
+
+# The defaults of the loss weights that model: gmot adds to ESPnet's model_conf
+# (the constructor takes them from here; transfer_conf's keys have theirs in
+# espnet_gmot.transfer.module.TRANSFER_DEFAULTS), for whoever needs the value of
+# a key that a config leaves out (the recipes' scripts).
+MODEL_DEFAULTS = MappingProxyType({"asr_weight": 0.3, "transfer_weight": 1.0})
 
 
 class ESPnetGMOTModel(ESPnetASRModel):
@@ -94,8 +101,8 @@ class ESPnetGMOTModel(ESPnetASRModel):
         aux_ctc: Optional[dict] = None,
         ctc_weight: Optional[float] = None,
         interctc_weight: float = 0.0,
-        asr_weight: float = 0.3,
-        transfer_weight: float = 1.0,
+        asr_weight: float = MODEL_DEFAULTS["asr_weight"],
+        transfer_weight: float = MODEL_DEFAULTS["transfer_weight"],
         transfer_conf: Optional[dict] = None,
         plm_conf: Optional[dict] = None,
         ignore_id: int = -1,

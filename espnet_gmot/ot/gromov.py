@@ -46,19 +46,19 @@ import torch
 
 from espnet_gmot.ot.costs import Lengths
 from espnet_gmot.ot.host import to_host
-from espnet_gmot.ot.log_domain import annealing_stages
-from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS
 from espnet_gmot.ot.problem import (
     HARD,
     Marginals,
     Relaxation,
     TransportResult,
-    check_solver_options,
+    check_problem_options,
     finish_result,
     prepare_problem,
 )
-from espnet_gmot.ot.scaling import ScalingOptions, solve_scaling
-from espnet_gmot.ot.sinkhorn import sinkhorn
+from espnet_gmot.ot.scaling import SinkhornSettings, solve_scaling
+from espnet_gmot.ot.sinkhorn import solve_sinkhorn
+
+_DEFAULT = SinkhornSettings()
 
 
 def _square_loss_constant(
@@ -101,14 +101,14 @@ def fused_gromov_wasserstein(
     epsilon: float = 0.1,
     gw_weight: float = 0.5,
     outer_iter: int = 10,
-    inner_iter: int = 1000,
-    tol: float = 1e-9,
+    inner_iter: int = _DEFAULT.max_iter,
+    tol: float = _DEFAULT.tol,
     outer_tol: float = 0.0,
-    gradient: str = "envelope",
-    overrelaxation: float = 1.0,
-    check_every: Optional[int] = None,
-    epsilon_scaling: bool = True,
-    newton_steps: int = DEFAULT_NEWTON_STEPS,
+    gradient: str = _DEFAULT.gradient,
+    overrelaxation: float = _DEFAULT.overrelaxation,
+    check_every: Optional[int] = _DEFAULT.check_every,
+    epsilon_scaling: bool = _DEFAULT.epsilon_scaling,
+    newton_steps: int = _DEFAULT.newton_steps,
     marginal_relaxation: Relaxation = math.inf,
     check_finite: bool = True,
     setting: Optional[Dict[str, object]] = None,
@@ -119,6 +119,14 @@ def fused_gromov_wasserstein(
     ``(1 - gw_weight) <M, P> + gw_weight * sum L(C1[i,i'], C2[k,k']) P[i,k] P[i',k']
     - epsilon H(P)`` with ``L(x, y) = (x - y)^2`` (METHOD.md's ``E(g)``, GM-OT).
 
+    The inner solves' settings (``inner_iter``, ``tol``, ``gradient`` to
+    ``newton_steps``) are the fields of
+    :class:`~espnet_gmot.ot.scaling.SinkhornSettings`, which holds their
+    defaults and their meaning; this function builds one and calls
+    :func:`solve_fused_gromov_wasserstein`, which takes such an object directly.
+    ``inner_iter`` is its ``max_iter``, the same budget as :func:`sinkhorn`'s
+    ``max_iter`` but per inner solve, named here against ``outer_iter``.
+
     Args:
         cost: ``(B, n, m)`` node cost ``M``.
         source_structure: ``(B, n, n)`` symmetric edge cost ``C1`` (GM-OT ``D_A``).
@@ -128,7 +136,8 @@ def fused_gromov_wasserstein(
         gw_weight: weight ``alpha`` of the Gromov-Wasserstein (edge) term, in
             ``[0, 1]``; 0 reduces exactly to :func:`sinkhorn` on ``cost``.
         outer_iter: number of mirror-descent steps (POT's ``max_iter``).
-        inner_iter: maximum Sinkhorn iterations per step (POT's ``numItermax``).
+        inner_iter: maximum Sinkhorn iterations per step (POT's ``numItermax``;
+            ``SinkhornSettings.max_iter`` of the inner solves).
         tol: inner tolerance on the column-marginal violation (POT's ``stopThr``).
         outer_tol: an item stops once its plan moves by less than this (Frobenius
             norm) in one step; POT checks the same quantity every 10th step.
@@ -145,6 +154,52 @@ def fused_gromov_wasserstein(
         :class:`TransportResult` whose ``value`` is the FGW objective without
         the entropy term (POT's ``log["fgw_dist"]``).
     """
+    settings = SinkhornSettings(
+        max_iter=inner_iter,
+        tol=tol,
+        gradient=gradient,
+        overrelaxation=overrelaxation,
+        check_every=check_every,
+        epsilon_scaling=epsilon_scaling,
+        newton_steps=newton_steps,
+    )
+    return solve_fused_gromov_wasserstein(
+        cost,
+        source_structure,
+        target_structure,
+        source_lengths,
+        target_lengths,
+        epsilon=epsilon,
+        gw_weight=gw_weight,
+        outer_iter=outer_iter,
+        outer_tol=outer_tol,
+        settings=settings,
+        marginal_relaxation=marginal_relaxation,
+        check_finite=check_finite,
+        setting=setting,
+    )
+
+
+def solve_fused_gromov_wasserstein(
+    cost: torch.Tensor,
+    source_structure: torch.Tensor,
+    target_structure: torch.Tensor,
+    source_lengths: Optional[Lengths] = None,
+    target_lengths: Optional[Lengths] = None,
+    *,
+    epsilon: float,
+    gw_weight: float,
+    outer_iter: int,
+    outer_tol: float = 0.0,
+    settings: SinkhornSettings = _DEFAULT,
+    marginal_relaxation: Relaxation = math.inf,
+    check_finite: bool = True,
+    setting: Optional[Dict[str, object]] = None,
+) -> TransportResult:
+    """:func:`fused_gromov_wasserstein` with the settings of its inner Sinkhorn
+    solves as one :class:`~espnet_gmot.ot.scaling.SinkhornSettings` (already
+    checked when it was built; its ``max_iter`` is the ``inner_iter`` there);
+    the other arguments as there."""
     if cost.dim() != 3:
         raise ValueError(f"cost must be (batch, n, m), got shape {tuple(cost.shape)}")
     batch, n, m = cost.shape
@@ -162,23 +217,14 @@ def fused_gromov_wasserstein(
         raise ValueError(f"gw_weight must lie in [0, 1], got {gw_weight}")
     if outer_iter < 1:
         raise ValueError(f"outer_iter must be >= 1, got {outer_iter}")
-    relaxation = check_solver_options(
-        epsilon, inner_iter, tol, gradient, overrelaxation, check_every, newton_steps,
-        marginal_relaxation,
-    )
+    relaxation = check_problem_options(epsilon, marginal_relaxation)
     if gw_weight == 0.0:
-        return sinkhorn(
+        return solve_sinkhorn(
             cost,
             source_lengths,
             target_lengths,
             epsilon=epsilon,
-            max_iter=inner_iter,
-            tol=tol,
-            gradient=gradient,
-            overrelaxation=overrelaxation,
-            check_every=check_every,
-            epsilon_scaling=epsilon_scaling,
-            newton_steps=newton_steps,
+            settings=settings,
             marginal_relaxation=relaxation,
             check_finite=check_finite,
             setting=setting,
@@ -193,24 +239,20 @@ def fused_gromov_wasserstein(
         marginals = problem.marginals
         work_source, work_target = problem.structures
         constant = _square_loss_constant(work_source, work_target, marginals)
-        stages = 0
-        if epsilon_scaling:
-            # A bound on the range of the first step's cost G_0: the square-loss
-            # term lies in [-2 s1 s2, s1^2 + s2^2] for entries bounded by s1, s2.
-            s1, s2 = problem.structure_max
-            bound = (1.0 - gw_weight) * problem.cost_range + 2.0 * gw_weight * (s1 + s2) ** 2
-            stages = annealing_stages(bound, epsilon, inner_iter)
+        # A bound on the range of the first step's cost G_0, from which the cold
+        # first inner solve chooses its annealing stages: the square-loss term
+        # lies in [-2 s1 s2, s1^2 + s2^2] for entries bounded by s1, s2.
+        s1, s2 = problem.structure_max
+        bound = (1.0 - gw_weight) * problem.cost_range + 2.0 * gw_weight * (s1 + s2) ** 2
+        gradient = settings.gradient
         with torch.set_grad_enabled(gradient == "unrolled" and torch.is_grad_enabled()):
             inputs = (problem.cost, work_source, work_target, constant)
             if gradient == "envelope":
                 inputs = tuple(t.detach() for t in inputs)
-            inner = ScalingOptions(
-                epsilon, inner_iter, tol, overrelaxation, check_every, stages,
-                newton_steps if gradient == "envelope" else 0, relaxation,
-            )
             plan, item_iters, item_newton, n_outer, column_target = _mirror_descent(
                 *inputs, marginals, gw_weight=gw_weight, outer_iter=outer_iter,
-                outer_tol=outer_tol, inner=inner,
+                outer_tol=outer_tol, settings=settings, epsilon=epsilon,
+                relaxation=relaxation, cost_range=bound,
             )
             if relaxation != HARD:
                 constant = _square_loss_constant(
@@ -223,13 +265,14 @@ def fused_gromov_wasserstein(
         ).sum((1, 2))
         described = dict(epsilon=epsilon, gw_weight=gw_weight, **(setting or {}))
         described.update(
-            outer_iter=outer_iter, inner_iter=inner_iter, tol=tol, overrelaxation=overrelaxation
+            outer_iter=outer_iter, inner_iter=settings.max_iter, tol=settings.tol,
+            overrelaxation=settings.overrelaxation,
         )
         if relaxation != HARD:
             described.update(marginal_relaxation=relaxation)
         return finish_result(
-            problem, plan, value, item_iters, cost.dtype, tol, described, n_outer=n_outer,
-            item_newton=item_newton, column_target=column_target,
+            problem, plan, value, item_iters, cost.dtype, settings.tol, described,
+            n_outer=n_outer, item_newton=item_newton, column_target=column_target,
         )
 
 
@@ -243,15 +286,19 @@ def _mirror_descent(
     gw_weight: float,
     outer_iter: int,
     outer_tol: float,
-    inner: ScalingOptions,
+    settings: SinkhornSettings,
+    epsilon: float,
+    relaxation: Tuple[float, float],
+    cost_range: float,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, Optional[torch.Tensor]]:
     """POT's projected mirror descent: ``g_{k+1} = Sinkhorn(G_k)`` warm-started
-    from the previous duals, with the inner solves run as ``inner`` says.
+    from the previous duals, with the inner solves run as ``settings`` says
+    (``cost_range``: a bound on the first, cold, step's cost range, for its
+    annealing stages).
 
     Returns the plan, each item's total inner iterations and Newton steps
     (device), the number of outer steps run and the last inner solve's column
     target (``None`` for a hard token side)."""
-    relaxation = inner.relaxation
     plan = marginals.source_mass[:, :, None] * marginals.target_mass[:, None, :]
     active = torch.ones(plan.size(0), dtype=torch.bool, device=plan.device)
     item_iters = torch.zeros(plan.size(0), dtype=torch.long, device=plan.device)
@@ -266,7 +313,10 @@ def _mirror_descent(
         gradient = (1.0 - gw_weight) * cost + gw_weight * 2.0 * _gw_tensor_product(
             constant, source_structure, target_structure, plan
         )
-        solved = solve_scaling(gradient, marginals, inner, source_dual, target_dual)
+        solved = solve_scaling(
+            gradient, marginals, settings, epsilon=epsilon, relaxation=relaxation,
+            cost_range=cost_range, source_dual=source_dual, target_dual=target_dual,
+        )
         source_dual, target_dual = solved.source_dual, solved.target_dual
         if solved.column_target is not None:
             column_target = solved.column_target if column_target is None else torch.where(

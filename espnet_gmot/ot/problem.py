@@ -2,9 +2,11 @@
 
 :func:`prepare_problem` checks a padded batch (one host read) and casts it to the
 working dtype with its padding zeroed; :class:`Marginals` holds the uniform
-masses and their masks; :func:`check_solver_options` checks the options that
+masses and their masks; :func:`check_problem_options` checks the problem's options
+(``epsilon``, ``marginal_relaxation``) that
 :func:`~espnet_gmot.ot.sinkhorn.sinkhorn` and
-:func:`~espnet_gmot.ot.gromov.fused_gromov_wasserstein` share;
+:func:`~espnet_gmot.ot.gromov.fused_gromov_wasserstein` share (their solver
+settings are checked by :class:`~espnet_gmot.ot.scaling.SinkhornSettings`);
 :func:`finish_result` builds the :class:`TransportResult` with the one host read
 at a solve's end and warns (:class:`ConvergenceWarning`, once per setting) when
 an item misses its marginals. Kept apart from the iterations, so that both
@@ -317,30 +319,13 @@ def warn_unconverged(
     )
 
 
-def check_solver_options(
-    epsilon: float,
-    max_iter: int,
-    tol: float,
-    gradient: str,
-    overrelaxation: float = 1.0,
-    check_every: Optional[int] = None,
-    newton_steps: int = 0,
-    marginal_relaxation: Relaxation = math.inf,
+def check_problem_options(
+    epsilon: float, marginal_relaxation: Relaxation = math.inf
 ) -> Tuple[float, float]:
-    """Checks the options shared by both solvers; returns ``(rho_a, rho_b)``."""
+    """Checks the problem's options that both solvers share (their solver
+    settings check themselves, :class:`~espnet_gmot.ot.scaling.SinkhornSettings`);
+    returns ``(rho_a, rho_b)``."""
     relaxation = relaxation_pair(marginal_relaxation)
     if not (isinstance(epsilon, (int, float)) and 0 < epsilon < math.inf):
         raise ValueError(f"epsilon must be > 0 and finite, got {epsilon}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    if not 0 <= tol < math.inf:
-        raise ValueError(f"tol must be a finite number >= 0, got {tol}")
-    if gradient not in GRADIENT_MODES:
-        raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
-    if not 1.0 <= overrelaxation < 2.0:
-        raise ValueError(f"overrelaxation must lie in [1, 2), got {overrelaxation}")
-    if not (check_every is None or (isinstance(check_every, int) and check_every >= 1)):
-        raise ValueError(f"check_every must be None or an integer >= 1, got {check_every!r}")
-    if not (isinstance(newton_steps, int) and newton_steps >= 0):
-        raise ValueError(f"newton_steps must be an integer >= 0, got {newton_steps!r}")
     return relaxation

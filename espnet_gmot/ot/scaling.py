@@ -47,13 +47,14 @@ import torch
 from espnet_gmot.ot.host import to_host
 from espnet_gmot.ot.log_domain import (
     anneal,
+    annealing_stages,
     log_domain_source_update,
     log_domain_update,
     masked_logsumexp,
     relaxed_column_target,
 )
-from espnet_gmot.ot.polish import newton_continuation, newton_polish
-from espnet_gmot.ot.problem import HARD, Marginals, damping
+from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS, newton_continuation, newton_polish
+from espnet_gmot.ot.problem import GRADIENT_MODES, HARD, Marginals, damping
 
 # Scalings stay inside [1/bound, bound]: a step is clamped to it, and the item's
 # scalings are folded into its duals (kernel rebuilt) at the next check point;
@@ -112,41 +113,88 @@ class CheckCadence:
 
 
 @dataclass(frozen=True)
-class ScalingOptions:
-    """How :func:`solve_scaling` iterates: everything but the problem and its warm start.
+class SinkhornSettings:
+    """How a Sinkhorn solve iterates: the solver's settings, apart from the problem.
+
+    The problem is the cost, ``epsilon`` and the marginals with their
+    relaxation (see :mod:`espnet_gmot.ot.problem`); everything here only
+    changes how the solver gets there (and, for ``max_iter``, ``tol`` and
+    ``gradient``, where it stops and what the backward pass sees). The solvers
+    build one of these from their keyword arguments and pass it down:
+    :func:`~espnet_gmot.ot.sinkhorn.sinkhorn` to its one solve,
+    :func:`~espnet_gmot.ot.gromov.fused_gromov_wasserstein` to each of its
+    inner solves, :class:`~espnet_gmot.transfer.module.OTKnowledgeTransfer` to
+    whichever of them it calls. The defaults here are the solver functions'
+    (POT-like: ``numItermax`` 1000, ``stopThr`` 1e-9, plain Sinkhorn); values
+    outside a field's range are refused with a ``ValueError`` when the object
+    is built.
 
     Attributes:
-        epsilon: entropic regularisation.
-        max_iter: maximum number of iterations (annealing stages included).
-        tol: an item is frozen once the L2 norm of its column-marginal violation
-            is below ``tol``; the batch stops at the first check point where
-            every item is frozen.
-        overrelaxation: ``omega`` of over-relaxed Sinkhorn (Thibault et al.,
-            2017): ``u <- u^(1 - omega) (a / K v)^omega``; 1 is plain Sinkhorn.
-        check_every: iterations between host reads (stop / rebuild decisions);
-            ``None``: by device (:class:`CheckCadence`).
-        anneal_stages: epsilon-scaling stages of a cold start, see
-            :mod:`espnet_gmot.ot.log_domain`; each item runs ``ceil(log2(its cost range / epsilon))`` of
-            them (at most this many), the last ones, so its path does not depend
-            on the other items of the batch. Ignored on a warm start.
+        max_iter: maximum iterations of one Sinkhorn solve, >= 1 (epsilon
+            annealing stages and kernel rebuilds included; POT's
+            ``numItermax``). It is :func:`~espnet_gmot.ot.sinkhorn.sinkhorn`'s
+            ``max_iter`` and, for each inner solve,
+            :func:`~espnet_gmot.ot.gromov.fused_gromov_wasserstein`'s
+            ``inner_iter``: the same budget, named there against the
+            ``outer_iter`` mirror-descent steps beside it.
+        tol: an item is frozen once the L2 norm of its column-marginal
+            violation is below ``tol`` (POT's ``stopThr``; for a relaxed token
+            side, of the change one more column update would make, see the
+            module docstring); the batch stops at the first check point where
+            every item is frozen. Finite and >= 0; 0 runs exactly ``max_iter``
+            iterations.
+        gradient: one of ``GRADIENT_MODES``: ``"envelope"`` (the plan is a
+            constant in the backward pass, ``d value / d cost = plan`` by the
+            envelope theorem) or ``"unrolled"`` (autodiff through the
+            iterations; no Newton polish, which is not differentiated).
+        overrelaxation: ``omega`` in ``[1, 2)`` of over-relaxed Sinkhorn
+            (Thibault et al., 2017): ``u <- u^(1 - omega) (a / K v)^omega``; 1
+            is plain Sinkhorn (POT's iteration). The fixed point does not change.
+        check_every: iterations between host reads (the stop and rebuild
+            decisions, the loop's only synchronisations), an integer >= 1; the
+            result does not depend on it. ``None``: by device
+            (:class:`CheckCadence`: adaptive on the CPU, every
+            ``DEVICE_CHECK_EVERY`` elsewhere).
+        epsilon_scaling: anneal epsilon on a cold start (see
+            :mod:`espnet_gmot.ot.log_domain`): the solve starts with
+            :func:`~espnet_gmot.ot.log_domain.annealing_stages` exact
+            log-domain stages at ``epsilon * 2^k`` (from the batch's largest
+            cost range, at most a third of ``max_iter``), of which each item
+            runs the last ``ceil(log2(its cost range / epsilon))``, so its path
+            does not depend on the other items of the batch. Ignored on a warm
+            start. The solution does not change, only the iterations needed.
         newton_steps: at most this many Newton steps
-            (:func:`~espnet_gmot.ot.polish.newton_polish`)
+            (:func:`~espnet_gmot.ot.polish.newton_polish`), an integer >= 0,
             for the items still unconverged after ``max_iter`` iterations
-            (balanced problems only); on a cold solve with annealing, items
-            still unconverged after them are solved again along the epsilon
-            path (:func:`~espnet_gmot.ot.polish.newton_continuation`).
-        relaxation: ``(rho_a, rho_b)`` KL weights of the marginals (``inf``:
-            hard); see the module docstring for the update and the error.
+            (balanced problems, ``gradient="envelope"`` and ``tol > 0`` only);
+            on a cold solve with annealing, items still unconverged after them
+            are solved again along the epsilon path
+            (:func:`~espnet_gmot.ot.polish.newton_continuation`). Same solution.
     """
 
-    epsilon: float
-    max_iter: int
-    tol: float
+    max_iter: int = 1000
+    tol: float = 1e-9
+    gradient: str = "envelope"
     overrelaxation: float = 1.0
     check_every: Optional[int] = None
-    anneal_stages: int = 0
-    newton_steps: int = 0
-    relaxation: Tuple[float, float] = HARD
+    epsilon_scaling: bool = True
+    newton_steps: int = DEFAULT_NEWTON_STEPS
+
+    def __post_init__(self):
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        if not 0 <= self.tol < math.inf:
+            raise ValueError(f"tol must be a finite number >= 0, got {self.tol}")
+        if self.gradient not in GRADIENT_MODES:
+            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {self.gradient!r}")
+        if not 1.0 <= self.overrelaxation < 2.0:
+            raise ValueError(f"overrelaxation must lie in [1, 2), got {self.overrelaxation}")
+        check_every = self.check_every
+        if not (check_every is None or (isinstance(check_every, int) and check_every >= 1)):
+            raise ValueError(f"check_every must be None or an integer >= 1, got {check_every!r}")
+        newton_steps = self.newton_steps
+        if not (isinstance(newton_steps, int) and newton_steps >= 0):
+            raise ValueError(f"newton_steps must be an integer >= 0, got {newton_steps!r}")
 
 
 @dataclass
@@ -167,7 +215,11 @@ class ScalingSolve:
 def solve_scaling(
     cost: torch.Tensor,
     marginals: Marginals,
-    options: ScalingOptions,
+    settings: SinkhornSettings,
+    *,
+    epsilon: float,
+    relaxation: Tuple[float, float] = HARD,
+    cost_range: float = 0.0,
     source_dual: Optional[torch.Tensor] = None,
     target_dual: Optional[torch.Tensor] = None,
 ) -> ScalingSolve:
@@ -176,14 +228,24 @@ def solve_scaling(
     Args:
         cost: ``(B, n, m)`` finite cost, zero on padded cells, working dtype.
         marginals: masses and masks of the batch.
-        options: how to iterate (:class:`ScalingOptions`).
+        settings: how to iterate (:class:`SinkhornSettings`); the caller sets
+            the autograd mode its ``gradient`` asks for, the Newton polish runs
+            with ``gradient="envelope"`` only.
+        epsilon: entropic regularisation.
+        relaxation: ``(rho_a, rho_b)`` KL weights of the marginals (``inf``:
+            hard); see the module docstring for the update and the error.
+        cost_range: a bound on the batch's largest cost range, from which a
+            cold solve chooses its annealing stages when
+            ``settings.epsilon_scaling`` (:func:`annealing_stages`; 0: none).
         source_dual, target_dual: optional warm-start duals ``(B, n)``, ``(B, m)``.
     """
-    epsilon, max_iter, tol = options.epsilon, options.max_iter, options.tol
-    overrelaxation = options.overrelaxation
-    cadence = CheckCadence(options.check_every, cost.device, tol)
-    anneal_stages, newton_steps = options.anneal_stages, options.newton_steps
-    relaxation = options.relaxation
+    max_iter, tol = settings.max_iter, settings.tol
+    overrelaxation = settings.overrelaxation
+    cadence = CheckCadence(settings.check_every, cost.device, tol)
+    anneal_stages = (
+        annealing_stages(cost_range, epsilon, max_iter) if settings.epsilon_scaling else 0
+    )
+    newton_steps = settings.newton_steps if settings.gradient == "envelope" else 0
     rho_a, rho_b = relaxation
     mask = marginals.pair_mask
     a, b = marginals.source_mass, marginals.target_mass

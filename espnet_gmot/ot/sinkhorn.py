@@ -6,15 +6,18 @@ spirit of OTT-JAX's problems and solvers:
 * :mod:`espnet_gmot.ot.problem`: input checks, uniform marginals, relaxed
   marginals' weights, the result and the non-convergence warning (shared with
   the FGW solver);
-* :mod:`espnet_gmot.ot.scaling`: the stabilised scaling loop (Schmitzer, 2019),
-  device-resident, with relaxed marginals;
+* :mod:`espnet_gmot.ot.scaling`: the solver's settings
+  (:class:`~espnet_gmot.ot.scaling.SinkhornSettings`) and the stabilised scaling
+  loop (Schmitzer, 2019), device-resident, with relaxed marginals;
 * :mod:`espnet_gmot.ot.log_domain`: exact log-domain updates and epsilon
   annealing;
 * :mod:`espnet_gmot.ot.polish`: Newton steps on the semi-dual for the items
   Sinkhorn leaves unconverged.
 
-:func:`sinkhorn` checks its options, prepares the problem, chooses the
-annealing stages and what the backward pass sees, runs the loop and reports.
+:func:`sinkhorn` gathers its solver settings into one frozen
+:class:`~espnet_gmot.ot.scaling.SinkhornSettings` (checked when it is built) and
+calls :func:`solve_sinkhorn`, which checks the problem's options, prepares it,
+chooses what the backward pass sees, runs the loop and reports.
 """
 
 import math
@@ -23,17 +26,17 @@ from typing import Dict, Optional
 import torch
 
 from espnet_gmot.ot.costs import Lengths
-from espnet_gmot.ot.log_domain import annealing_stages
-from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS
 from espnet_gmot.ot.problem import (
     HARD,
     Relaxation,
     TransportResult,
-    check_solver_options,
+    check_problem_options,
     finish_result,
     prepare_problem,
 )
-from espnet_gmot.ot.scaling import ScalingOptions, solve_scaling
+from espnet_gmot.ot.scaling import SinkhornSettings, solve_scaling
+
+_DEFAULT = SinkhornSettings()
 
 
 def sinkhorn(
@@ -42,13 +45,13 @@ def sinkhorn(
     target_lengths: Optional[Lengths] = None,
     *,
     epsilon: float = 0.1,
-    max_iter: int = 1000,
-    tol: float = 1e-9,
-    gradient: str = "envelope",
-    overrelaxation: float = 1.0,
-    check_every: Optional[int] = None,
-    epsilon_scaling: bool = True,
-    newton_steps: int = DEFAULT_NEWTON_STEPS,
+    max_iter: int = _DEFAULT.max_iter,
+    tol: float = _DEFAULT.tol,
+    gradient: str = _DEFAULT.gradient,
+    overrelaxation: float = _DEFAULT.overrelaxation,
+    check_every: Optional[int] = _DEFAULT.check_every,
+    epsilon_scaling: bool = _DEFAULT.epsilon_scaling,
+    newton_steps: int = _DEFAULT.newton_steps,
     marginal_relaxation: Relaxation = math.inf,
     check_finite: bool = True,
     setting: Optional[Dict[str, object]] = None,
@@ -66,6 +69,11 @@ def sinkhorn(
     POT's ``ot.unbalanced.sinkhorn_unbalanced(a, b, C, epsilon, reg_m,
     reg_type="entropy")``); ``(rho, inf)`` is the semi-relaxed problem with
     hard token (column) masses, ``(0, inf)`` leaves the frames free.
+
+    The solver's settings (``max_iter`` to ``newton_steps``) are the fields of
+    :class:`~espnet_gmot.ot.scaling.SinkhornSettings`, which holds their
+    defaults and their meaning; this function builds one and calls
+    :func:`solve_sinkhorn`, which takes such an object directly.
 
     Args:
         cost: ``(B, n, m)`` costs; any floating dtype (solved in float32, or in
@@ -108,31 +116,65 @@ def sinkhorn(
         (:class:`ConvergenceWarning`, once per setting) when an item ends far
         from its marginals.
     """
+    settings = SinkhornSettings(
+        max_iter=max_iter,
+        tol=tol,
+        gradient=gradient,
+        overrelaxation=overrelaxation,
+        check_every=check_every,
+        epsilon_scaling=epsilon_scaling,
+        newton_steps=newton_steps,
+    )
+    return solve_sinkhorn(
+        cost,
+        source_lengths,
+        target_lengths,
+        epsilon=epsilon,
+        settings=settings,
+        marginal_relaxation=marginal_relaxation,
+        check_finite=check_finite,
+        setting=setting,
+    )
+
+
+def solve_sinkhorn(
+    cost: torch.Tensor,
+    source_lengths: Optional[Lengths] = None,
+    target_lengths: Optional[Lengths] = None,
+    *,
+    epsilon: float,
+    settings: SinkhornSettings = _DEFAULT,
+    marginal_relaxation: Relaxation = math.inf,
+    check_finite: bool = True,
+    setting: Optional[Dict[str, object]] = None,
+) -> TransportResult:
+    """:func:`sinkhorn` with its solver settings as one
+    :class:`~espnet_gmot.ot.scaling.SinkhornSettings` (already checked when it
+    was built); the other arguments as there."""
     if cost.dim() != 3:
         raise ValueError(f"cost must be (batch, n, m), got shape {tuple(cost.shape)}")
-    relaxation = check_solver_options(
-        epsilon, max_iter, tol, gradient, overrelaxation, check_every, newton_steps,
-        marginal_relaxation,
-    )
+    relaxation = check_problem_options(epsilon, marginal_relaxation)
+    gradient = settings.gradient
     with torch.autocast(device_type=cost.device.type, enabled=False):
         problem = prepare_problem(cost, source_lengths, target_lengths, check_finite)
         work_cost = problem.cost
-        stages = annealing_stages(problem.cost_range, epsilon, max_iter) if epsilon_scaling else 0
         with torch.set_grad_enabled(gradient == "unrolled" and torch.is_grad_enabled()):
             solved = solve_scaling(
                 work_cost if gradient == "unrolled" else work_cost.detach(),
                 problem.marginals,
-                ScalingOptions(
-                    epsilon, max_iter, tol, overrelaxation, check_every, stages,
-                    newton_steps if gradient == "envelope" else 0, relaxation,
-                ),
+                settings,
+                epsilon=epsilon,
+                relaxation=relaxation,
+                cost_range=problem.cost_range,
             )
         value = (work_cost * solved.plan).sum((1, 2))
         described = dict(epsilon=epsilon, gw_weight=0.0, **(setting or {}))
-        described.update(max_iter=max_iter, tol=tol, overrelaxation=overrelaxation)
+        described.update(
+            max_iter=settings.max_iter, tol=settings.tol, overrelaxation=settings.overrelaxation
+        )
         if relaxation != HARD:
             described.update(marginal_relaxation=relaxation)
         return finish_result(
-            problem, solved.plan, value, solved.item_iters, cost.dtype, tol, described,
+            problem, solved.plan, value, solved.item_iters, cost.dtype, settings.tol, described,
             item_newton=solved.item_newton, column_target=solved.column_target,
         )

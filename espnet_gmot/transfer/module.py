@@ -17,8 +17,10 @@ frames penalised by ``frame_relaxation * KL(g 1 | 1/l_a)``, so silence and noise
 frames may stay unmatched) or ``unbalanced`` (both sides KL-penalised).
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -26,17 +28,48 @@ from typeguard import typechecked
 
 from espnet_gmot.ot import (
     GRADIENT_MODES,
+    SinkhornSettings,
     cosine_cost,
-    fused_gromov_wasserstein,
     length_mask,
-    sinkhorn,
+    solve_fused_gromov_wasserstein,
+    solve_sinkhorn,
     structure_cost,
     temporal_cost,
 )
 from espnet_gmot.ot.costs import working_dtype
-from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS
 
 MARGINAL_MODES = ("balanced", "semi_relaxed", "unbalanced")
+
+# The module's solver settings where its arguments leave them out: a tighter
+# budget than the solver functions' POT-like defaults (a coupling is solved at
+# every training step) and over-relaxation, with which TOT-CAKT's stiff
+# temporal prior converges within it (see the class docstring).
+TRANSFER_SOLVER_SETTINGS = SinkhornSettings(max_iter=200, tol=1e-6, overrelaxation=1.7)
+
+# The default of every configuration key of the module (an argument of
+# OTKnowledgeTransfer, which takes its defaults from here), for whoever needs
+# the value of a key that a configuration leaves out (the recipes' scripts). The
+# solver's keys are read from TRANSFER_SOLVER_SETTINGS; inner_iter is its
+# max_iter. Not here: acoustic_dim (the encoder's output size) and key_prefix
+# (set by the ESPnet glue).
+TRANSFER_DEFAULTS = MappingProxyType({
+    "plm_dim": 768,
+    "gw_weight": 0.02,
+    "temporal_weight": 0.5,
+    "epsilon": 0.1,
+    "fusion_scale": 1.0,
+    "outer_iter": 10,
+    "inner_iter": TRANSFER_SOLVER_SETTINGS.max_iter,
+    "tol": TRANSFER_SOLVER_SETTINGS.tol,
+    "gradient": TRANSFER_SOLVER_SETTINGS.gradient,
+    "overrelaxation": TRANSFER_SOLVER_SETTINGS.overrelaxation,
+    "align_special_tokens": False,
+    "check_every": TRANSFER_SOLVER_SETTINGS.check_every,
+    "newton_steps": TRANSFER_SOLVER_SETTINGS.newton_steps,
+    "marginals": "balanced",
+    "frame_relaxation": None,
+    "token_relaxation": None,
+})
 
 
 @dataclass
@@ -96,6 +129,13 @@ class OTKnowledgeTransfer(torch.nn.Module):
             they name the setting as the caller's configuration spells it (the
             ESPnet glue passes its yaml section); empty: the bare argument names.
 
+    The defaults are ``TRANSFER_DEFAULTS``'s. The solver's arguments
+    (``inner_iter``, ``tol``, ``gradient``, ``overrelaxation``,
+    ``check_every``, ``newton_steps``) are kept as one frozen
+    :class:`~espnet_gmot.ot.SinkhornSettings`, ``self.settings`` (``inner_iter``
+    is its ``max_iter``: the budget of every Sinkhorn solve, FGW's inner ones
+    included), which the module hands to the solver.
+
     With relaxed marginals the projection stays the coupling-weighted mean of
     frames, ``Z~_L = diag(1 / g^T 1) g^T H_A`` (eq. 20 with ``b`` replaced by the
     tokens' received mass), so a frame with little mass contributes little to
@@ -118,22 +158,22 @@ class OTKnowledgeTransfer(torch.nn.Module):
     def __init__(
         self,
         acoustic_dim: int,
-        plm_dim: int = 768,
-        gw_weight: float = 0.02,
-        temporal_weight: float = 0.5,
-        epsilon: float = 0.1,
-        fusion_scale: float = 1.0,
-        outer_iter: int = 10,
-        inner_iter: int = 200,
-        tol: float = 1e-6,
-        gradient: str = "envelope",
-        overrelaxation: float = 1.7,
-        align_special_tokens: bool = False,
-        check_every: Optional[int] = None,
-        newton_steps: int = DEFAULT_NEWTON_STEPS,
-        marginals: str = "balanced",
-        frame_relaxation: Optional[float] = None,
-        token_relaxation: Optional[float] = None,
+        plm_dim: int = TRANSFER_DEFAULTS["plm_dim"],
+        gw_weight: float = TRANSFER_DEFAULTS["gw_weight"],
+        temporal_weight: float = TRANSFER_DEFAULTS["temporal_weight"],
+        epsilon: float = TRANSFER_DEFAULTS["epsilon"],
+        fusion_scale: float = TRANSFER_DEFAULTS["fusion_scale"],
+        outer_iter: int = TRANSFER_DEFAULTS["outer_iter"],
+        inner_iter: int = TRANSFER_DEFAULTS["inner_iter"],
+        tol: float = TRANSFER_DEFAULTS["tol"],
+        gradient: str = TRANSFER_DEFAULTS["gradient"],
+        overrelaxation: float = TRANSFER_DEFAULTS["overrelaxation"],
+        align_special_tokens: bool = TRANSFER_DEFAULTS["align_special_tokens"],
+        check_every: Optional[int] = TRANSFER_DEFAULTS["check_every"],
+        newton_steps: int = TRANSFER_DEFAULTS["newton_steps"],
+        marginals: str = TRANSFER_DEFAULTS["marginals"],
+        frame_relaxation: Optional[float] = TRANSFER_DEFAULTS["frame_relaxation"],
+        token_relaxation: Optional[float] = TRANSFER_DEFAULTS["token_relaxation"],
         key_prefix: str = "",
     ):
         super().__init__()
@@ -167,18 +207,22 @@ class OTKnowledgeTransfer(torch.nn.Module):
                 raise ValueError(f"{key}{name} must {allowed}, got {value}")
         if gradient not in GRADIENT_MODES:
             raise ValueError(f"{key}gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
-        self.check_every = check_every
-        self.newton_steps = newton_steps
+        # The Sinkhorn settings of every solve (FGW's inner ones included).
+        self.settings = dataclasses.replace(
+            TRANSFER_SOLVER_SETTINGS,
+            max_iter=inner_iter,
+            tol=tol,
+            gradient=gradient,
+            overrelaxation=overrelaxation,
+            check_every=check_every,
+            newton_steps=newton_steps,
+        )
         self.plm_dim = plm_dim
         self.gw_weight = gw_weight
         self.temporal_weight = temporal_weight
         self.epsilon = epsilon
         self.fusion_scale = fusion_scale
         self.outer_iter = outer_iter
-        self.inner_iter = inner_iter
-        self.tol = tol
-        self.gradient = gradient
-        self.overrelaxation = overrelaxation
         self.align_special_tokens = align_special_tokens
 
         self.adapter = torch.nn.Linear(acoustic_dim, plm_dim)  # FC2, TOT eq. 2
@@ -279,32 +323,32 @@ class OTKnowledgeTransfer(torch.nn.Module):
                 acoustic_lengths, plm_lengths, n_max, m_max, dtype=node_cost.dtype
             )
             cost = node_cost + self.temporal_weight / (1.0 - self.gw_weight) * prior
-        solver_options = dict(
-            epsilon=self.epsilon,
-            tol=self.tol,
-            gradient=self.gradient,
-            overrelaxation=self.overrelaxation,
-            check_every=self.check_every,
-            newton_steps=self.newton_steps,
-            marginal_relaxation=self.marginal_relaxation,
-            check_finite=False,
-            setting=dict(temporal_weight=self.temporal_weight),
-        )
+        setting = dict(temporal_weight=self.temporal_weight)
         if self.gw_weight > 0:
-            result = fused_gromov_wasserstein(
+            result = solve_fused_gromov_wasserstein(
                 cost,
                 structure_cost(adapted, acoustic_lengths),
                 structure_cost(plm_states, plm_lengths),
                 acoustic_lengths,
                 plm_lengths,
+                epsilon=self.epsilon,
                 gw_weight=self.gw_weight,
                 outer_iter=self.outer_iter,
-                inner_iter=self.inner_iter,
-                **solver_options,
+                settings=self.settings,
+                marginal_relaxation=self.marginal_relaxation,
+                check_finite=False,
+                setting=setting,
             )
         else:
-            result = sinkhorn(
-                cost, acoustic_lengths, plm_lengths, max_iter=self.inner_iter, **solver_options
+            result = solve_sinkhorn(
+                cost,
+                acoustic_lengths,
+                plm_lengths,
+                epsilon=self.epsilon,
+                settings=self.settings,
+                marginal_relaxation=self.marginal_relaxation,
+                check_finite=False,
+                setting=setting,
             )
         plan = result.plan.to(dtype)
 

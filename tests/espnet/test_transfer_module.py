@@ -1,11 +1,14 @@
 """The transfer branch: the three methods, padding, losses and fusion by hand."""
 
+import dataclasses
+import inspect
 import math
 
 import pytest
 import torch
 
 from espnet_gmot.ot import (
+    SinkhornSettings,
     cosine_cost,
     fused_gromov_wasserstein,
     sinkhorn,
@@ -13,6 +16,7 @@ from espnet_gmot.ot import (
     temporal_cost,
 )
 from espnet_gmot.transfer import OTKnowledgeTransfer
+from espnet_gmot.transfer.module import TRANSFER_DEFAULTS, TRANSFER_SOLVER_SETTINGS
 
 DIM_A, DIM_T = 12, 16
 
@@ -59,17 +63,18 @@ def test_plans_reduce_exactly_to_ot_bert_tot_cakt_and_gm_ot(gw_weight, temporal_
     out = losses_for(module, acoustic, plm, la, lt)
     adapted = module.adapt(acoustic)
     node = cosine_cost(adapted, plm, la, lt)
-    kwargs = dict(epsilon=0.1, tol=module.tol, overrelaxation=module.overrelaxation)
+    settings = module.settings
+    kwargs = dict(epsilon=0.1, tol=settings.tol, overrelaxation=settings.overrelaxation)
     if gw_weight == 0 and temporal_weight == 0:  # OT-BERT: plain entropic OT, cosine cost
-        expected = sinkhorn(node, la, lt, max_iter=module.inner_iter, **kwargs)
+        expected = sinkhorn(node, la, lt, max_iter=settings.max_iter, **kwargs)
     elif gw_weight == 0:  # TOT-CAKT: cost C + beta d^2 (TOT eq. 19)
         cost = node + temporal_weight * temporal_cost(la, lt, dtype=node.dtype)
-        expected = sinkhorn(cost, la, lt, max_iter=module.inner_iter, **kwargs)
+        expected = sinkhorn(cost, la, lt, max_iter=settings.max_iter, **kwargs)
     else:  # GM-OT: FGW with M = D_AL + rho / (1 - alpha) T
         cost = node + temporal_weight / (1 - gw_weight) * temporal_cost(la, lt, dtype=node.dtype)
         expected = fused_gromov_wasserstein(
             cost, structure_cost(adapted, la), structure_cost(plm, lt), la, lt,
-            gw_weight=gw_weight, outer_iter=module.outer_iter, inner_iter=module.inner_iter,
+            gw_weight=gw_weight, outer_iter=module.outer_iter, inner_iter=settings.max_iter,
             **kwargs,
         )
     assert torch.equal(out.plan, expected.plan)
@@ -253,9 +258,41 @@ def test_overflowed_features_give_non_finite_losses_not_an_exception():
     assert not torch.isfinite(out.align + out.transport)
 
 
+# transfer_conf's solver keys and the SinkhornSettings field each one sets
+SOLVER_KEYS = {"inner_iter": "max_iter", "tol": "tol", "gradient": "gradient",
+               "overrelaxation": "overrelaxation", "check_every": "check_every",
+               "newton_steps": "newton_steps"}
+
+
+def test_defaults_come_from_transfer_defaults_and_the_settings_object():
+    """One place for each default: the constructor reads TRANSFER_DEFAULTS (what the
+    recipes read), whose solver keys are TRANSFER_SOLVER_SETTINGS's fields."""
+    parameters = inspect.signature(OTKnowledgeTransfer.__init__).parameters
+    assert dict(TRANSFER_DEFAULTS) == {
+        name: parameter.default for name, parameter in parameters.items()
+        if name not in ("self", "acoustic_dim", "key_prefix")
+    }
+    with pytest.raises(TypeError):
+        TRANSFER_DEFAULTS["epsilon"] = 0.5  # read-only
+    for key, field in SOLVER_KEYS.items():
+        assert TRANSFER_DEFAULTS[key] == getattr(TRANSFER_SOLVER_SETTINGS, field), key
+    assert OTKnowledgeTransfer(4, plm_dim=4).settings == TRANSFER_SOLVER_SETTINGS
+
+
+def test_the_module_keeps_one_frozen_settings_object():
+    given = dict(inner_iter=50, tol=0.0, gradient="unrolled", overrelaxation=1.0,
+                 check_every=5, newton_steps=0)
+    module = OTKnowledgeTransfer(4, plm_dim=4, **given)
+    assert module.settings == SinkhornSettings(
+        **{SOLVER_KEYS[key]: value for key, value in given.items()}
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        module.settings.max_iter = 10
+
+
 def test_solver_options_reach_the_solver_and_are_checked():
     module = make_module(gw_weight=0.0, temporal_weight=0.5, check_every=3, newton_steps=0)
-    assert module.check_every == 3 and module.newton_steps == 0
+    assert module.settings.check_every == 3 and module.settings.newton_steps == 0
     with pytest.raises(ValueError, match="check_every must be"):
         OTKnowledgeTransfer(4, plm_dim=4, check_every=0)
     with pytest.raises(ValueError, match="newton_steps must be"):
@@ -313,14 +350,15 @@ def test_relaxed_marginals_reach_the_solver(gw_weight, relaxed):
         la, lt, dtype=torch.float64
     )
     rho = (relaxed["frame_relaxation"], relaxed.get("token_relaxation", float("inf")))
-    kwargs = dict(epsilon=0.1, tol=module.tol, overrelaxation=module.overrelaxation,
+    settings = module.settings
+    kwargs = dict(epsilon=0.1, tol=settings.tol, overrelaxation=settings.overrelaxation,
                   marginal_relaxation=rho)
     if gw_weight == 0:
-        expected = sinkhorn(cost, la, lt, max_iter=module.inner_iter, **kwargs)
+        expected = sinkhorn(cost, la, lt, max_iter=settings.max_iter, **kwargs)
     else:
         expected = fused_gromov_wasserstein(
             cost, structure_cost(adapted, la), structure_cost(plm, lt), la, lt,
-            gw_weight=gw_weight, outer_iter=module.outer_iter, inner_iter=module.inner_iter,
+            gw_weight=gw_weight, outer_iter=module.outer_iter, inner_iter=settings.max_iter,
             **kwargs,
         )
     assert torch.equal(out.plan, expected.plan)

@@ -99,6 +99,32 @@ def test_keys_missing_from_the_config_take_the_modules_defaults(sweep):
         sweep.base_values({"model": "espnet"}, "x.yaml")
 
 
+def test_module_defaults_are_what_the_model_and_the_transfer_module_use(sweep):
+    """The sweep reads the defaults (TRANSFER_DEFAULTS, MODEL_DEFAULTS) that the
+    constructors use: a transfer module built without arguments has them, its solver
+    settings included (inner_iter is their max_iter)."""
+    import inspect
+
+    from espnet_gmot.espnet.model import ESPnetGMOTModel
+    from espnet_gmot.transfer.module import TRANSFER_DEFAULTS, OTKnowledgeTransfer
+
+    module = OTKnowledgeTransfer(4)
+    settings = module.settings
+    used = dict(inner_iter=settings.max_iter, tol=settings.tol, gradient=settings.gradient,
+                overrelaxation=settings.overrelaxation, check_every=settings.check_every,
+                newton_steps=settings.newton_steps, marginals=module.marginals,
+                frame_relaxation=None, token_relaxation=None,
+                **{key: getattr(module, key) for key in (
+                    "plm_dim", "gw_weight", "temporal_weight", "epsilon", "fusion_scale",
+                    "outer_iter", "align_special_tokens")})
+    assert set(used) == set(TRANSFER_DEFAULTS)
+    for key, value in used.items():
+        assert sweep.module_default(f"transfer_conf.{key}") == value, key
+    model_parameters = inspect.signature(ESPnetGMOTModel.__init__).parameters
+    for key in ("asr_weight", "transfer_weight"):
+        assert sweep.module_default(key) == model_parameters[key].default, key
+
+
 def test_grid_option(sweep):
     assert sweep.parse_grid("gw_weight=0,0.1  epsilon=0.1,0.3") == {
         "gw_weight": [0.0, 0.1], "epsilon": [0.1, 0.3]}

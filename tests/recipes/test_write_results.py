@@ -118,6 +118,19 @@ def test_rows_names_and_settings(write_results, monkeypatch, tmp_path):
     ]
 
 
+def test_transfer_setting_defaults_are_the_modules(write_results):
+    """Keys a config leaves out read as the transfer module built without them has them."""
+    from espnet_gmot.transfer.module import OTKnowledgeTransfer
+
+    module = OTKnowledgeTransfer(4)
+    expected = (f"alpha {module.gw_weight}, rho {module.temporal_weight}, "
+                f"eps {module.epsilon}, s {module.fusion_scale}")
+    assert write_results.transfer_setting({"model": "gmot"}) == expected
+    assert write_results.transfer_setting({"model": "gmot", "model_conf": {"transfer_conf": {
+        "marginals": "unbalanced", "frame_relaxation": 0.5, "token_relaxation": 2.0}}}) == (
+        f"{expected}, unbalanced marginals (frame 0.5, token 2.0)")
+
+
 def test_ctc_only_systems_have_no_hybrid_sentence(write_results, monkeypatch, tmp_path):
     make_run(tmp_path / "exp", "gmot", {"model": "gmot"}, SAME)
     results = run(write_results, monkeypatch, tmp_path, "gmot", "--inference", "espnet")

@@ -38,7 +38,6 @@ seeds), the last epoch's validation ``ot_entropy``, ``ot_monotonicity`` and
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import shlex
 import statistics
@@ -111,10 +110,10 @@ def nested_get(conf: Mapping, dotted_key: str):
 def module_default(key: str) -> float:
     """The default the model or the transfer module uses when the config omits ``key``."""
     if key.startswith("transfer_conf."):
-        from espnet_gmot.transfer.module import OTKnowledgeTransfer as owner
+        from espnet_gmot.transfer.module import TRANSFER_DEFAULTS as defaults
     else:
-        from espnet_gmot.espnet.model import ESPnetGMOTModel as owner
-    return inspect.signature(owner.__init__).parameters[key.split(".")[-1]].default
+        from espnet_gmot.espnet.model import MODEL_DEFAULTS as defaults
+    return defaults[key.split(".")[-1]]
 
 
 def base_values(config: Mapping, source: str) -> dict[str, float]:

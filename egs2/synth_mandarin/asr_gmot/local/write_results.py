@@ -7,7 +7,6 @@ per-utterance alignments) and the corpus manifest; nothing is decoded again.
 """
 
 import argparse
-import inspect
 import json
 import math
 import statistics
@@ -20,7 +19,7 @@ import yaml
 
 from espnet_gmot.atomic import atomic_write_text
 from espnet_gmot.kaldi_data import read_kaldi_map
-from espnet_gmot.transfer.module import OTKnowledgeTransfer
+from espnet_gmot.transfer.module import TRANSFER_DEFAULTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus_common import chars_by_syllable, read_manifest  # noqa: E402
@@ -65,9 +64,7 @@ def transfer_setting(config: dict) -> str:
     from the transfer module itself; ``-`` for other models."""
     if config.get("model") != "gmot":
         return "-"
-    defaults = {name: parameter.default for name, parameter
-                in inspect.signature(OTKnowledgeTransfer.__init__).parameters.items()}
-    conf = {**defaults, **(config.get("model_conf") or {}).get("transfer_conf", {})}
+    conf = {**TRANSFER_DEFAULTS, **(config.get("model_conf") or {}).get("transfer_conf", {})}
     setting = (f"alpha {conf['gw_weight']}, rho {conf['temporal_weight']}, "
                f"eps {conf['epsilon']}, s {conf['fusion_scale']}")
     if conf["marginals"] != "balanced":
