@@ -84,13 +84,14 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str = None, durable
     included) the temporary file is removed and the exception re-raised:
     ``path`` keeps its previous content. A symbolic link keeps pointing where
     it did: the file it points to is replaced, as writing in place would.
-    ``path``'s directory must exist.
+    Missing parent directories are created.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write writes whole files: mode 'wb' or 'w', got {mode!r}")
     path = Path(path)
     if path.is_symlink():
         path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     file = open(tmp, mode.replace("w", "x"), encoding=encoding if mode == "w" else None)
     try:

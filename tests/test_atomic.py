@@ -47,6 +47,11 @@ def test_durable_writes_and_the_text_and_bytes_helpers(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_missing_parent_directories_are_created(tmp_path):
+    atomic.atomic_write_text(tmp_path / "data_aishell" / "transcript" / "t.txt", "u1 他\n")
+    assert (tmp_path / "data_aishell" / "transcript" / "t.txt").read_text(encoding="utf-8") == "u1 他\n"
+
+
 def test_a_symbolic_link_keeps_pointing_where_it_did(tmp_path):
     (tmp_path / "3epoch.pth").write_text("epoch 3")
     (tmp_path / "latest.pth").symlink_to("3epoch.pth")
