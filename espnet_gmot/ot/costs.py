@@ -58,12 +58,17 @@ class InputCheck:
     """
 
     def __init__(self):
-        self._scalars: List[torch.Tensor] = []
+        self._pieces: List[torch.Tensor] = []
+        self._size = 0
         self._checks = []
 
-    def _push(self, *scalars: torch.Tensor) -> int:
-        start = len(self._scalars)
-        self._scalars.extend(s.reshape(()).to(torch.float64) for s in scalars)
+    def _push(self, *values: torch.Tensor) -> int:
+        """Queue device scalars or vectors; returns the position of the first value."""
+        start = self._size
+        for value in values:
+            flat = value.detach().reshape(-1).to(torch.float64)
+            self._pieces.append(flat)
+            self._size += flat.numel()
         return start
 
     def add_lengths(self, name: str, lengths: torch.Tensor, max_len: int) -> None:
@@ -115,10 +120,19 @@ class InputCheck:
         start = self._push(value)
         self._checks.append(lambda values: self._extra.__setitem__(key, values[start]))
 
-    def read(self) -> Dict[str, float]:
-        self._extra: Dict[str, float] = {}
-        if self._scalars:
-            values = to_host(torch.stack(self._scalars))
+    def add_integers(self, key: str, vector: torch.Tensor) -> None:
+        """A device vector of integers the caller needs on the host (same read)."""
+        start, size = self._push(vector), vector.numel()
+        self._checks.append(
+            lambda values: self._extra.__setitem__(
+                key, [int(v) for v in values[start:start + size]]
+            )
+        )
+
+    def read(self) -> Dict[str, object]:
+        self._extra: Dict[str, object] = {}
+        if self._pieces:
+            values = to_host(torch.cat(self._pieces))
             for check in self._checks:
                 check(values)
         return self._extra

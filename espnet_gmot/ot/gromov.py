@@ -46,6 +46,7 @@ import torch
 
 from espnet_gmot.ot.costs import Lengths
 from espnet_gmot.ot.host import to_host
+from espnet_gmot.ot.length_classes import StructureProduct
 from espnet_gmot.ot.problem import (
     HARD,
     Marginals,
@@ -81,14 +82,10 @@ def _square_loss_constant(
 
 
 def _gw_tensor_product(
-    constant: torch.Tensor,
-    source_structure: torch.Tensor,
-    target_structure: torch.Tensor,
-    plan: torch.Tensor,
+    constant: torch.Tensor, structure_product: StructureProduct, plan: torch.Tensor
 ) -> torch.Tensor:
     """``L(C1, C2) (x) plan = constC - C1 plan (2 C2)^T`` for symmetric C1, C2."""
-    cross = torch.bmm(torch.bmm(source_structure, plan), target_structure)
-    return constant - 2.0 * cross
+    return constant - 2.0 * structure_product(plan)
 
 
 def fused_gromov_wasserstein(
@@ -239,6 +236,8 @@ def solve_fused_gromov_wasserstein(
         marginals = problem.marginals
         work_source, work_target = problem.structures
         constant = _square_loss_constant(work_source, work_target, marginals)
+        # C1 P C2 per length class, cut once for every step of this solve
+        structure_product = StructureProduct(work_source, work_target, *problem.host_lengths)
         # A bound on the range of the first step's cost G_0, from which the cold
         # first inner solve chooses its annealing stages: the square-loss term
         # lies in [-2 s1 s2, s1^2 + s2^2] for entries bounded by s1, s2.
@@ -249,8 +248,10 @@ def solve_fused_gromov_wasserstein(
             inputs = (problem.cost, work_source, work_target, constant)
             if gradient == "envelope":
                 inputs = tuple(t.detach() for t in inputs)
+            # (the product's cut structures may carry gradients; in envelope mode
+            # the loop runs without autograd, and the value below uses them)
             plan, item_iters, item_newton, n_outer, column_target = _mirror_descent(
-                *inputs, marginals, gw_weight=gw_weight, outer_iter=outer_iter,
+                *inputs, structure_product, marginals, gw_weight=gw_weight, outer_iter=outer_iter,
                 outer_tol=outer_tol, settings=settings, epsilon=epsilon,
                 relaxation=relaxation, cost_range=bound,
             )
@@ -259,7 +260,7 @@ def solve_fused_gromov_wasserstein(
                     work_source, work_target, marginals, plan, relaxation
                 )
 
-        gw_term = _gw_tensor_product(constant, work_source, work_target, plan)
+        gw_term = _gw_tensor_product(constant, structure_product, plan)
         value = (1.0 - gw_weight) * (problem.cost * plan).sum((1, 2)) + gw_weight * (
             gw_term * plan
         ).sum((1, 2))
@@ -281,6 +282,7 @@ def _mirror_descent(
     source_structure: torch.Tensor,
     target_structure: torch.Tensor,
     constant: torch.Tensor,
+    structure_product: StructureProduct,
     marginals: Marginals,
     *,
     gw_weight: float,
@@ -311,7 +313,7 @@ def _mirror_descent(
                 source_structure, target_structure, marginals, plan, relaxation
             )
         gradient = (1.0 - gw_weight) * cost + gw_weight * 2.0 * _gw_tensor_product(
-            constant, source_structure, target_structure, plan
+            constant, structure_product, plan
         )
         solved = solve_scaling(
             gradient, marginals, settings, epsilon=epsilon, relaxation=relaxation,

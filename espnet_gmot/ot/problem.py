@@ -27,8 +27,8 @@ damped by ``phi = rho / (rho + eps)`` (:func:`damping`), see
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -119,6 +119,7 @@ class Marginals:
     target_mask: torch.Tensor  # (B, m) bool
     source_mass: torch.Tensor  # (B, n), 1/n_b on valid rows, 0 on padding
     target_mass: torch.Tensor  # (B, m)
+    _pair_mask: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def uniform(
@@ -141,7 +142,10 @@ class Marginals:
 
     @property
     def pair_mask(self) -> torch.Tensor:
-        return self.source_mask[:, :, None] & self.target_mask[:, None, :]
+        """``(B, n, m)`` valid cells, built once (every inner solve asks for it)."""
+        if self._pair_mask is None:
+            self._pair_mask = self.source_mask[:, :, None] & self.target_mask[:, None, :]
+        return self._pair_mask
 
     def column_error(self, plan: torch.Tensor) -> torch.Tensor:
         """L2 norm of the column-marginal violation, per item (as POT measures it)."""
@@ -159,6 +163,9 @@ class PaddedProblem:
     target_lengths: torch.Tensor
     cost_range: float  # largest max - min of an item's valid costs
     structure_max: Tuple[float, ...]  # largest |entry| of each structure
+    # FGW only: the lengths as host lists, for its length classes
+    # (:mod:`espnet_gmot.ot.length_classes`), read with the input checks.
+    host_lengths: Optional[Tuple[List[int], List[int]]] = None
 
 
 def prepare_problem(
@@ -197,6 +204,9 @@ def prepare_problem(
     check.add_value("cost_range", item_cost_range(work_cost, mask).max() if batch else zero)
     for i, work in enumerate(work_structures):
         check.add_value(f"structure_max{i}", work.detach().abs().amax() if batch else zero)
+    if structures:
+        check.add_integers("source_lengths", source_lengths)
+        check.add_integers("target_lengths", target_lengths)
     extra = check.read()
     return PaddedProblem(
         marginals=marginals,
@@ -206,6 +216,10 @@ def prepare_problem(
         target_lengths=target_lengths,
         cost_range=extra["cost_range"],
         structure_max=tuple(extra[f"structure_max{i}"] for i in range(len(structures))),
+        host_lengths=(
+            (extra.get("source_lengths", []), extra.get("target_lengths", []))
+            if structures else None
+        ),
     )
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from espnet_gmot.ot import fused_gromov_wasserstein, sinkhorn
+from espnet_gmot.ot.length_classes import CLASS_COST
 from tests.ot.problems import make_problem, pad_batch
 
 TIGHT = dict(tol=1e-12)
@@ -67,8 +68,13 @@ def test_gw_weight_zero_is_exactly_sinkhorn():
     assert torch.equal(fgw.plan, plain.plan) and torch.equal(fgw.value, plain.value)
 
 
+@pytest.mark.parametrize("per_length_class", [False, True])
 @pytest.mark.parametrize("gw_weight", [0.0, 0.02, 0.5])
-def test_padded_batch_equals_unpadded_items_and_padding_never_leaks(gw_weight):
+def test_padded_batch_equals_unpadded_items_and_padding_never_leaks(
+    gw_weight, per_length_class, monkeypatch
+):
+    if per_length_class:  # FGW's structure product per length class (free classes)
+        monkeypatch.setitem(CLASS_COST, "cpu", 0.0)
     shapes = [(31, 12), (7, 3), (18, 20), (1, 4), (25, 1)]
     problems = [make_problem(n, m, "monotone", seed=s) for s, (n, m) in enumerate(shapes)]
     cost, c1, c2, n_len, m_len = pad_batch(problems, pad_value=float("nan"))

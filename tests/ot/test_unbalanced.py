@@ -9,6 +9,7 @@ import torch
 from ot.gromov._utils import gwggrad, gwloss, init_matrix, init_matrix_semirelaxed
 
 from espnet_gmot.ot import ConvergenceWarning, fused_gromov_wasserstein, sinkhorn
+from espnet_gmot.ot.length_classes import CLASS_COST
 from tests.ot.problems import make_problem, pad_batch, pot_sinkhorn_plan
 
 INF = math.inf
@@ -182,8 +183,13 @@ def test_unbalanced_fgw_plan_is_pots_unbalanced_sinkhorn_of_its_own_gradient(rel
     assert ours.value[0].item() == pytest.approx(value.item(), abs=1e-12)
 
 
+@pytest.mark.parametrize("per_length_class", [False, True])
 @pytest.mark.parametrize("gw_weight", [0.0, 0.3])
-def test_relaxed_padded_batch_equals_items_and_padding_never_leaks(gw_weight):
+def test_relaxed_padded_batch_equals_items_and_padding_never_leaks(
+    gw_weight, per_length_class, monkeypatch
+):
+    if per_length_class:  # FGW's structure product per length class (free classes)
+        monkeypatch.setitem(CLASS_COST, "cpu", 0.0)
     shapes = [(31, 12), (7, 3), (18, 20), (1, 4), (25, 1)]
     problems = [make_problem(n, m, "monotone", seed=s) for s, (n, m) in enumerate(shapes)]
     cost, c1, c2, n_len, m_len = pad_batch(problems, pad_value=float("nan"))
