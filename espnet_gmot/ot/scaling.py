@@ -60,6 +60,11 @@ from espnet_gmot.ot.problem import GRADIENT_MODES, HARD, Marginals, damping
 # scalings are folded into its duals (kernel rebuilt) at the next check point;
 # this keeps kernel-vector products far from over- and underflow.
 _LOG_SCALING_BOUND = math.log(1e6)
+# A scaling clamped to the bound reads back as the bound up to float rounding.
+_AT_SCALING_BOUND = _LOG_SCALING_BOUND * (1.0 - 1e-4)
+# Far below any valid scaling (>= 1/bound), and its power (1 - omega) >= -1 stays
+# finite in float32.
+_SMALLEST_SCALING = 1e-30
 
 # Host reads (the stop and rebuild decisions) every this many iterations where a
 # read drains the device's queue: on a GPU an iteration of the papers' batch is
@@ -287,7 +292,6 @@ def solve_scaling(
     u, v = ones_u, ones_v
     item_iters += 1
     steps += 1
-    needs_rebuild = torch.zeros_like(active)
     since_check = since_translate = 0
     high = math.exp(_LOG_SCALING_BOUND)
     low = 1.0 / high
@@ -320,16 +324,19 @@ def solve_scaling(
         since_translate += 1
         u = torch.where(was_active[:, None], u_next, u)
         v = torch.where(active[:, None], v_next, v)
-        # Scalings are clamped to [1/bound, bound] (a shorter step in the duals,
-        # the same fixed point) and the items that hit the bound are folded into
-        # their duals at the next check point. Beyond the bound, kernel-vector
-        # products turn subnormal in float32: correct, but far slower on CPU.
-        spread = torch.maximum(_log_spread(u_raw, source_mask), _log_spread(v_raw, target_mask))
-        needs_rebuild = needs_rebuild | (was_active & ~(spread < _LOG_SCALING_BOUND))
         if since_check >= cadence.interval and steps < max_iter:
             since_check = 0
+            # Scalings are clamped to [1/bound, bound] (a shorter step in the
+            # duals, the same fixed point); an item with a scaling at the bound
+            # at a check point is folded into its duals. Beyond the bound,
+            # kernel-vector products turn subnormal in float32: correct, but
+            # far slower on CPU. Looked at here, not per iteration: a clamp
+            # that came back inside the bound needs nothing, and an iteration
+            # costs a dozen operations less.
+            spread = torch.maximum(_log_spread(u, source_mask), _log_spread(v, target_mask))
             any_active, any_rebuild, worst_error = to_host(torch.stack((
-                active.any().to(error.dtype), needs_rebuild.any().to(error.dtype),
+                active.any().to(error.dtype),
+                (active & ~(spread < _AT_SCALING_BOUND)).any().to(error.dtype),
                 torch.where(active, error.detach(), 0.0).amax(),
             )))
             cadence.next_interval(worst_error)
@@ -347,7 +354,6 @@ def solve_scaling(
                     )
                 source_dual, target_dual, kernel = rebuild(source_dual, target_dual, active)
                 u, v = ones_u, ones_v
-                needs_rebuild = torch.zeros_like(active)
                 item_iters += active
                 steps += 1
     if relaxation != HARD:
@@ -471,6 +477,11 @@ def _relax(previous: torch.Tensor, update: torch.Tensor, omega: float) -> torch.
     stiff problems such as the temporal prior's."""
     if omega == 1.0:
         return update
+    if not (previous.requires_grad or update.requires_grad):
+        # Padded entries are 0 in both; a tiny floor keeps 0^(negative) finite,
+        # and a finite number times update^omega = 0 is 0 (three operations a
+        # call less than the masked form below, which autograd needs).
+        return previous.clamp_min(_SMALLEST_SCALING) ** (1.0 - omega) * update**omega
     # Padded entries are 0 in both: keep them 0 without a pow of 0 (its gradient
     # 0^(negative) is inf, and inf * 0 a nan gradient in unrolled mode).
     valid = previous > 0

@@ -15,6 +15,7 @@ from espnet_gmot.ot import (
     structure_cost,
     temporal_cost,
 )
+from espnet_gmot.ot.log_domain import annealing_stages
 from tests.ot.problems import make_problem, pad_batch, pot_sinkhorn_plan
 
 
@@ -78,9 +79,11 @@ def test_unrolled_gradient_passes_gradcheck_at_small_epsilon(epsilon, temporal_w
 def test_unrolled_gradient_with_epsilon_scaling_passes_gradcheck():
     cost, _, _ = make_problem(6, 4, "monotone")
     cost.requires_grad_(True)
+    # a cost range of more than ANNEAL_ABOVE epsilons: the solve anneals
+    assert annealing_stages(float(cost.max() - cost.min()), 0.03, 60) > 0
 
     def value(c):
-        return sinkhorn(c[None], epsilon=0.05, max_iter=60, tol=0.0, gradient="unrolled",
+        return sinkhorn(c[None], epsilon=0.03, max_iter=60, tol=0.0, gradient="unrolled",
                         overrelaxation=1.5).value
 
     with warnings.catch_warnings():
