@@ -24,6 +24,16 @@ difference; then
 * balanced against semi-relaxed and unbalanced marginals (``marginal_relaxation``)
   on the same setting, TOT-CAKT's and GM-OT's couplings (``--marginals`` runs
   only this table),
+* the regression guard (``--guard`` runs only this table): this solver against
+  a frozen copy of the solver as it stood at 6c18e61 (``reference_solver.py``,
+  a convergence check after every iteration, the padded structure product), in
+  the same run, on OT-BERT's, TOT-CAKT's and GM-OT's settings and on the FGW
+  problems above, including ``weak`` features (frames that barely follow their
+  tokens: a nearly flat coupling that converges in a few dozen iterations,
+  where any fixed cost per iteration shows); a ratio above 1 on the CPU is a
+  regression. It also prints the padding efficiency of FGW's structure product
+  (useful multiply-adds over those computed) on the padded batch and with the
+  length classes (:mod:`espnet_gmot.ot.length_classes`),
 
 and the same on a GPU when one is present. Usage::
 
@@ -31,6 +41,7 @@ and the same on a GPU when one is present. Usage::
     python bench/bench_ot.py --quick        # about a minute on 2 cores
     python bench/bench_ot.py --marginals    # the marginals table only
     python bench/bench_ot.py --cadence      # the check_every table and its guard only
+    python bench/bench_ot.py --guard        # against the frozen 6c18e61 solver only
 """
 
 import argparse
@@ -49,6 +60,8 @@ from espnet_gmot.ot import (
     structure_cost,
     temporal_cost,
 )
+from espnet_gmot.ot.length_classes import StructureProduct
+from reference_solver import reference_fgw, reference_sinkhorn
 
 EPSILON = 0.1
 GW_WEIGHT = 0.02
@@ -61,7 +74,9 @@ def make_batch(batch, n_range, m_range, dim, seed, device, dtype=torch.float32, 
     """Frames that follow their tokens monotonically, like speech.
 
     ``smooth``: light noise, then a moving average over 5 frames, so neighbouring
-    frames are similar; ``random``: heavy independent noise per frame.
+    frames are similar; ``random``: heavy independent noise per frame;
+    ``weak``: as ``smooth`` with noise 20 times as strong, so frames barely
+    follow their tokens and the coupling is nearly flat.
     """
     gen = torch.Generator().manual_seed(seed)
     n_len = torch.randint(n_range[0], n_range[1] + 1, (batch,), generator=gen)
@@ -69,12 +84,12 @@ def make_batch(batch, n_range, m_range, dim, seed, device, dtype=torch.float32, 
     n_max, m_max = int(n_len.max()), int(m_len.max())
     tokens = torch.randn(batch, m_max, dim, generator=gen)
     frames = torch.zeros(batch, n_max, dim)
-    noise = {"smooth": 0.5, "random": 1.5}[kind]
+    noise = {"smooth": 0.5, "random": 1.5, "weak": 10.0}[kind]
     for b in range(batch):
         n, m = int(n_len[b]), int(m_len[b])
         owner = (torch.arange(n) * m // n).clamp(max=m - 1)
         item = tokens[b, owner] + noise * torch.randn(n, dim, generator=gen)
-        if kind == "smooth":
+        if kind in ("smooth", "weak"):
             item = torch.nn.functional.avg_pool1d(
                 item.T[None], 5, stride=1, padding=2, count_include_pad=False
             )[0].T
@@ -178,7 +193,7 @@ def run(device, args):
           f"inner tol {INNER_TOL:g}, float32")
     # POT's backend set-up (and CUDA's) on one small item, outside every timing
     pot_loop(make_batch(1, (20, 20), (5, 5), 768, args.seed, device), False)
-    for kind in ("smooth", "random"):
+    for kind in ("smooth", "random", "weak"):
         t_ours, t_pot, diff, problem = compare_with_pot(device, args, sync, kind)
         t_pot_warm, warm_plans = timed(lambda: pot_loop(problem, True), args.pot_repeats, sync, warmup=False)
         diff_warm = max_plan_difference(ours(problem), warm_plans, problem[3], problem[4])
@@ -229,6 +244,7 @@ def run(device, args):
 
     check_every_sweep(device, args, sync)
     marginals_sweep(device, args, sync)
+    regression_guard(device, args, sync)
 
 
 def check_every_sweep(device, args, sync):
@@ -311,6 +327,70 @@ def marginals_sweep(device, args, sync):
                   f"{mass.max().item():.3f}")
 
 
+def regression_guard(device, args, sync):
+    """This solver against the frozen 6c18e61 solver, same problems, same run.
+
+    The reference has no Newton polish, so ours runs without it here
+    (``newton_steps=0``); every other setting is the default (the adaptive
+    check cadence on the CPU, length classes). Every solve runs to its
+    tolerance (budgets far above what either needs), so both reach the same
+    accuracy: under a cap the two would stop at different errors (epsilon
+    annealing lowers the error a capped solve ends at) and their times would
+    not compare. The temporal prior's stiff problems run to 1e-3."""
+    if device.type != "cpu":
+        print("regression guard: CPU only (the reference reads the host every iteration)")
+        return
+    small = make_batch(args.batch, (50, 300), (10, 40), 256, args.seed, device)
+    cost, c1, c2, n_len, m_len = small
+    with_prior = cost + 0.5 * temporal_cost(n_len, m_len, cost.size(1), cost.size(2))
+    module = dict(epsilon=0.1, tol=1e-6, overrelaxation=1.7, max_iter=INNER_ITER)
+    stiff = dict(module, tol=1e-3)
+    fgw_options = dict(epsilon=EPSILON, gw_weight=GW_WEIGHT, outer_iter=OUTER_ITER,
+                       inner_iter=INNER_ITER, tol=INNER_TOL)
+    cases = [
+        ("OT-BERT (dim 256, omega 1.7, tol 1e-6)",
+         lambda: sinkhorn(cost, n_len, m_len, newton_steps=0, **module).plan,
+         lambda: reference_sinkhorn(cost, n_len, m_len, **module)[0], None),
+        ("TOT-CAKT (prior 0.5, tol 1e-3)",
+         lambda: sinkhorn(with_prior, n_len, m_len, newton_steps=0, **stiff).plan,
+         lambda: reference_sinkhorn(with_prior, n_len, m_len, **stiff)[0], None),
+        ("GM-OT (prior 0.5, gw 0.02, 10 outer, tol 1e-3)",
+         lambda: fused_gromov_wasserstein(
+             with_prior, c1, c2, n_len, m_len, gw_weight=0.02, outer_iter=10,
+             inner_iter=stiff["max_iter"], newton_steps=0,
+             **{k: v for k, v in stiff.items() if k != "max_iter"}).plan,
+         lambda: reference_fgw(
+             with_prior, c1, c2, n_len, m_len, gw_weight=0.02, outer_iter=10,
+             inner_iter=stiff["max_iter"],
+             **{k: v for k, v in stiff.items() if k != "max_iter"})[0],
+         (c1, c2, n_len, m_len)),
+    ]
+    for kind in ("weak", "random", "smooth"):
+        problem = make_batch(args.batch, (50, 300), (10, 40), 768, args.seed, device, kind=kind)
+        cases.append((
+            f"FGW, {kind} features (dim 768, tol {INNER_TOL:g})",
+            lambda problem=problem: fused_gromov_wasserstein(
+                *problem, newton_steps=0, **fgw_options).plan,
+            lambda problem=problem: reference_fgw(*problem, **fgw_options)[0],
+            problem[1:],
+        ))
+    print(f"regression guard: this solver / the frozen 6c18e61 solver (batch {args.batch}, "
+          f"n 50-300, m 10-40; above 1.00 is a regression):")
+    for name, solve, reference, structures in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t_ours, plan = timed(solve, args.repeats, sync)
+            t_ref, ref_plan = timed(reference, args.repeats, sync)
+        line = (f"  {name:52s} {t_ours * 1e3:8.1f} ms vs {t_ref * 1e3:8.1f} ms  ratio "
+                f"{t_ours / t_ref:5.2f}   max plan diff {(plan - ref_plan).abs().max().item():.1e}")
+        if structures is not None:
+            product = StructureProduct(structures[0], structures[1],
+                                       structures[2].tolist(), structures[3].tolist())
+            line += (f"   padding efficiency {product.useful_work / product.padded_work:.2f}"
+                     f" -> {product.efficiency:.2f} ({max(1, len(product.classes))} classes)")
+        print(line)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -330,6 +410,8 @@ def main():
                         help="where to run (all: the CPU, then CUDA when present)")
     parser.add_argument("--cadence", action="store_true",
                         help="only the check_every table and its regression guard")
+    parser.add_argument("--guard", action="store_true",
+                        help="only the regression guard against the frozen 6c18e61 solver")
     parser.add_argument("--quick", action="store_true",
                         help="small sweeps (batch 8, B 8/32, n 100/500), about a minute")
     args = parser.parse_args()
@@ -348,6 +430,8 @@ def main():
             marginals_sweep(device, args, sync)
         elif args.cadence:
             check_every_sweep(device, args, sync)
+        elif args.guard:
+            regression_guard(device, args, sync)
         else:
             run(device, args)
 
