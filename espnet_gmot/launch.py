@@ -22,56 +22,16 @@ the script as ``__mp_main__``. asr.sh's own sub-commands (``espnet2.bin.launch``
 workers, decoding jobs) are started with the same ``--python`` prefix.
 """
 
-import importlib.abc
-import importlib.machinery
 import runpy
 import sys
 
-_HOOKED_MODULE = "espnet2.tasks.asr"
+from espnet_gmot.plugin import install_hook
+
 # The script that spawned workers re-run (see espnet_gmot._launch_script).
 SCRIPT_ENV = "ESPNET_GMOT_LAUNCH_SCRIPT"
 _ESPNET_INFERENCE = "espnet2.bin.asr_inference"
 _USAGE = ("usage: python3 -m espnet_gmot.launch [--asr_inference module] "
           "(-m module | -c code | script.py) [args ...]")
-
-
-class _RegisteringLoader(importlib.abc.Loader):
-    """Wraps the real loader of ``espnet2.tasks.asr``; registers after it ran."""
-
-    def __init__(self, inner):
-        self._inner = inner
-
-    def create_module(self, spec):
-        return self._inner.create_module(spec)
-
-    def exec_module(self, module):
-        self._inner.exec_module(module)
-        from espnet_gmot.espnet.registry import register
-
-        register()
-
-    def __getattr__(self, name):  # get_source, get_filename, ... for tracebacks
-        return getattr(self._inner, name)
-
-
-class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname != _HOOKED_MODULE:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisteringLoader(spec.loader)
-        return spec
-
-
-def install_hook() -> None:
-    """Register now if ESPnet's ASR task is imported already, else on its import."""
-    if _HOOKED_MODULE in sys.modules:
-        from espnet_gmot.espnet.registry import register
-
-        register()
-    elif not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterOnImport())
 
 
 # At import, not only under __main__: spawned workers import this module.
