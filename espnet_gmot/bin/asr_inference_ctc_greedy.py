@@ -73,6 +73,7 @@ from espnet2.utils.types import str2bool, str2triple_str, str_or_none  # noqa: E
 
 from espnet_gmot.espnet.batch_invariance import BatchInvariance  # noqa: E402
 from espnet_gmot.espnet.compat import TooShortUttError, get_commandline_args  # noqa: E402
+from espnet_gmot.espnet.pretrained import download_and_unpack  # noqa: E402
 
 BLANK_ID = 0  # ESPnet's CTC blank is the first token
 
@@ -234,8 +235,21 @@ def check_greedy_config(args: argparse.Namespace):
             )
 
 
+def resolve_model_files(args: argparse.Namespace) -> None:
+    """``--model_tag`` -> ``--asr_train_config`` and ``--asr_model_file``."""
+    if args.model_tag is not None:
+        files = download_and_unpack(args.model_tag)
+        args.asr_train_config = files["asr_train_config"]
+        args.asr_model_file = files["asr_model_file"]
+    for key in ("asr_train_config", "asr_model_file"):
+        if getattr(args, key) is None:
+            raise ValueError(f"--{key} is missing: give --asr_train_config and "
+                             "--asr_model_file, or a packed model with --model_tag")
+
+
 def inference(args: argparse.Namespace):
     check_greedy_config(args)
+    resolve_model_files(args)
     if args.ngpu > 1:
         raise NotImplementedError("only single GPU decoding is supported")
     logging.basicConfig(
@@ -306,8 +320,13 @@ def get_parser() -> config_argparse.ArgumentParser:
     group.add_argument("--allow_variable_data_keys", type=str2bool, default=False)
 
     group = parser.add_argument_group("The model configuration related")
-    group.add_argument("--asr_train_config", type=str, required=True)
-    group.add_argument("--asr_model_file", type=str, required=True)
+    group.add_argument("--asr_train_config", type=str_or_none)
+    group.add_argument("--asr_model_file", type=str_or_none)
+    group.add_argument("--model_tag", type=str_or_none,
+                       help="a packed model (asr.sh stage 14's zip, the directory it was "
+                            "unzipped to, or an espnet_model_zoo name), as "
+                            "espnet2.bin.asr_inference takes it: replaces --asr_train_config "
+                            "and --asr_model_file")
 
     group = parser.add_argument_group("Decoding: greedy CTC needs these values")
     group.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
