@@ -10,6 +10,8 @@ Usage, like the interpreter itself::
 ``--asr_inference MODULE`` runs ``MODULE`` wherever ``espnet2.bin.asr_inference``
 is asked for: asr.sh's stage 12 then decodes with the batched greedy CTC decoder,
 which takes the same arguments and writes the same files.
+``espnet2.bin.pack`` (asr.sh's stage 14) runs as :mod:`espnet_gmot.bin.pack`:
+the same archive, without the PLM teacher's local path, with the plugin note.
 
 It installs an import hook that registers ``model: gmot`` and
 ``frontend: fbank_pitch`` the moment ``espnet2.tasks.asr`` is imported (the
@@ -30,6 +32,8 @@ from espnet_gmot.plugin import install_hook
 # The script that spawned workers re-run (see espnet_gmot._launch_script).
 SCRIPT_ENV = "ESPNET_GMOT_LAUNCH_SCRIPT"
 _ESPNET_INFERENCE = "espnet2.bin.asr_inference"
+# asr.sh stage 14: the pack without the PLM's local path, with the plugin note.
+_ESPNET_PACK, _PLUGIN_PACK = "espnet2.bin.pack", "espnet_gmot.bin.pack"
 _USAGE = ("usage: python3 -m espnet_gmot.launch [--asr_inference module] "
           "(-m module | -c code | script.py) [args ...]")
 
@@ -84,6 +88,8 @@ def main(argv=None) -> None:
         module, args = argv[1], argv[2:]
         if module == _ESPNET_INFERENCE:
             module = asr_inference
+        elif module == _ESPNET_PACK:
+            module = _PLUGIN_PACK
         sys.argv = [module, *args]
         if module == "espnet2.bin.asr_train":
             from espnet_gmot.espnet.plm_cache import check_plm_cache_covers_data
