@@ -4,10 +4,13 @@ Every step runs as ``python -m espnet_gmot.launch -m espnet2.bin.<x>``, the
 routing asr.sh gets from ``--python "python3 -m espnet_gmot.launch"``.
 """
 
+import contextlib
+import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -209,3 +212,124 @@ def test_train_entry_point_knows_the_plugin():
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"--model \{[^}]*gmot", done.stdout)
     assert re.search(r"--frontend \{[^}]*fbank_pitch", done.stdout)
+
+
+# Sharing: asr.sh stage 14's pack, loaded in a fresh process (README, "Sharing a model").
+
+DECODE_PACK = """
+import json, sys
+import soundfile, torch
+import espnet_model_zoo.downloader as zoo
+from espnet2.bin.asr_inference import Speech2Text
+{plugin}
+
+zoo.ModelDownloader.__init__.__defaults__ = (sys.argv[3],)  # not the venv's site-packages
+speech2text = Speech2Text.from_pretrained(sys.argv[1], device="cpu", beam_size=1,
+                                          ctc_weight=1.0, lm_weight=0.0)
+hyps = {{}}
+for line in open(sys.argv[2], encoding="utf-8"):  # no espnet_gmot import: it registers
+    utt, path = line.split(maxsplit=1)
+    wave, _ = soundfile.read(path.strip(), dtype="float32")
+    hyps[utt] = speech2text(torch.from_numpy(wave))[0][0].replace(" ", "")
+print(json.dumps(hyps))
+"""
+
+
+def decode_pack_in_fresh_process(pack: Path, wav_scp: Path, cache: Path, plugin: str):
+    """Stock ``Speech2Text.from_pretrained(pack)`` in a new interpreter, after
+    ``plugin`` (the import lines); ``(return code, hypotheses or None, stderr)``."""
+    done = subprocess.run(
+        [sys.executable, "-c", DECODE_PACK.format(plugin=plugin), str(pack), str(wav_scp),
+         str(cache)], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    hyps = json.loads(done.stdout.splitlines()[-1]) if done.returncode == 0 else None
+    return done.returncode, hyps, done.stderr
+
+
+@pytest.fixture(scope="module")
+def packed(trained):
+    """asr.sh stage 14 as it runs it (through the launcher, from the recipe
+    directory, relative paths), and the experiment's own decoding."""
+    root = trained["root"]
+    exp, model = trained["gmot"]
+    (exp / "RESULTS.md").write_text("# RESULTS\n## tiny\n|CER|\n|---|\n|0.0|\n")
+    pack = exp / "gmot_valid.loss.best.zip"
+    pipeline.run("espnet2.bin.pack", [
+        "asr", "--asr_train_config", model.relative_to(root) / "config.yaml",
+        "--asr_model_file", model.relative_to(root) / "valid.loss.best.pth",
+        "--option", (trained["stats"] / "train" / "feats_stats.npz").relative_to(root),
+        "--option", (exp / "RESULTS.md").relative_to(root), "--outpath", pack,
+    ], exp / "pack.log", cwd=root)
+    experiment_hyps = pipeline.decode(exp, model, trained["corpus"]["valid"], "before_pack")
+    return dict(pack=pack, hyps=experiment_hyps, exp=exp, model=model)
+
+
+@contextlib.contextmanager
+def teacher_hidden(trained):
+    """The teacher's directory is gone, as on a machine the pack was sent to."""
+    hidden = trained["bert"].with_name("bert_hidden")
+    trained["bert"].rename(hidden)
+    try:
+        yield
+    finally:
+        hidden.rename(trained["bert"])
+
+
+def test_the_pack_holds_no_plm_and_no_training_machine_path(trained, packed):
+    import yaml
+
+    with zipfile.ZipFile(packed["pack"]) as pack:
+        names = pack.namelist()
+        meta = yaml.safe_load(pack.read("meta.yaml"))
+        config_text = pack.read(meta["yaml_files"]["asr_train_config"]).decode()
+        results = pack.read(next(n for n in names if n.endswith("RESULTS.md"))).decode()
+    assert set(meta["files"]) == {"asr_model_file"}
+    assert not [n for n in names if n.endswith((".safetensors", ".bin", "vocab.txt"))], names
+    config = yaml.safe_load(config_text)
+    assert config["model"] == "gmot"
+    assert config["model_conf"]["plm_conf"]["name_or_path"] == "bert"  # the directory's name
+    assert str(trained["bert"]) not in config_text
+    # the model card (asr.sh's upload stages copy RESULTS.md into it) names the plugin
+    assert "pip install espnet-gmot" in results and "import espnet_gmot" in results
+    assert results.count("needs the espnet-gmot plugin") == 1
+    assert "|CER|" in results
+
+
+def test_the_pack_decodes_in_a_fresh_process_as_the_experiment(trained, packed, tmp_path):
+    """Stock ``Speech2Text.from_pretrained(zip)``, the plugin imported after
+    ESPnet, the teacher's directory gone: the experiment's own hypotheses."""
+    wav_scp = trained["corpus"]["valid"] / "wav.scp"
+    with teacher_hidden(trained):
+        rc, hyps, err = decode_pack_in_fresh_process(packed["pack"], wav_scp, tmp_path / "cache",
+                                                     plugin="import espnet_gmot")
+    assert rc == 0, err[-3000:]
+    assert hyps == packed["hyps"]
+    assert "Loading the PLM teacher" not in err
+
+
+def test_without_the_plugin_espnet_refuses_the_pack_by_the_model_name(trained, packed, tmp_path):
+    """What stock ESPnet says when ``import espnet_gmot`` is missing (README,
+    "Sharing a model", quotes it): it cannot be made to say more without the plugin."""
+    rc, _, err = decode_pack_in_fresh_process(packed["pack"], trained["corpus"]["valid"] / "wav.scp",
+                                              tmp_path / "cache", plugin="")
+    assert rc != 0
+    assert re.search(r"ValueError: --model must be one of .*: --model gmot", err), err[-3000:]
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "--model must be one of" in readme and "--model gmot" in readme
+
+
+def test_the_greedy_decoder_takes_the_unpacked_pack(trained, packed, tmp_path):
+    """``--model_tag <the zip unpacked>`` (as asr.sh's Hugging Face stage uploads
+    it): the greedy decoder's hypotheses of the experiment's own files."""
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(packed["pack"]) as pack:
+        pack.extractall(unpacked)
+    corpus, exp = trained["corpus"], packed["exp"]
+    greedy = [sys.executable, "-m", "espnet_gmot.bin.asr_inference_ctc_greedy"]
+    expected = pipeline.decode(exp, packed["model"], corpus["valid"], "greedy_exp", command=greedy)
+    out = tmp_path / "decode"
+    with teacher_hidden(trained):
+        pipeline.run("greedy", [
+            "--model_tag", unpacked, "--data_path_and_name_and_type",
+            f"{corpus['valid']}/wav.scp,speech,sound", "--output_dir", out,
+        ], tmp_path / "decode.log", command=greedy)
+    assert pipeline.read_text(out / "1best_recog" / "text") == expected
