@@ -80,8 +80,10 @@ class ESPnetGMOTModel(ESPnetASRModel):
         transfer_weight: ``w >= 0`` of TOT eq. 24, weight of ``L_align + L_fgw``.
         transfer_conf: arguments of :class:`OTKnowledgeTransfer` (``plm_dim``,
             ``gw_weight``, ``temporal_weight``, ``epsilon``, ``fusion_scale``, ...).
-        plm_conf: ``name_or_path`` (default ``bert-base-chinese``) and
-            ``local_files_only`` of the teacher.
+        plm_conf: arguments of :class:`PLMTeacher`: ``name_or_path`` (default
+            ``bert-base-chinese``), ``local_files_only``, and for other teachers
+            ``architecture`` (``encoder`` or ``decoder_only``), ``hidden_layer``,
+            ``add_bos_token`` and ``text_case``.
     """
 
     @typechecked
@@ -198,7 +200,7 @@ class ESPnetGMOTModel(ESPnetASRModel):
         )
         self.teacher = _build_named(
             PLMTeacher, "model_conf.plm_conf", plm_conf or {},
-            setting="model_conf.plm_conf.name_or_path",
+            setting="model_conf.plm_conf.name_or_path", key_prefix="model_conf.plm_conf.",
         )
         self._cache_tokenizer_missing = False
         # Set by forward() while ESPnet's forward runs: encode() puts the
@@ -252,7 +254,8 @@ class ESPnetGMOTModel(ESPnetASRModel):
 
         plm_states, plm_lengths, unk_count = self._plm_states(text, text_lengths, kwargs)
         transfer = self.transfer.transfer_losses(
-            adapted, adapted_lengths, plm_states.to(adapted.device), plm_lengths.to(adapted.device)
+            adapted, adapted_lengths, plm_states.to(adapted.device), plm_lengths.to(adapted.device),
+            framed_by_special_tokens=self.teacher.framed_by_special_tokens,
         )
         loss_asr = loss_asr.reshape(())  # ESPnet returns it gathered, shape (1,)
         loss = self.asr_weight * loss_asr + (
@@ -284,7 +287,9 @@ class ESPnetGMOTModel(ESPnetASRModel):
         return self.teacher.encode(self._transcripts(text, text_lengths), text.device, utt_ids=utt_ids)
 
     def _transcripts(self, text, text_lengths) -> List[str]:
-        unk = self.teacher.tokenizer.unk_token
+        # A byte-level tokenizer (Qwen2's) has no unknown token: ESPnet's <unk>
+        # is then left out rather than spelt as text the teacher would read.
+        unk = self.teacher.tokenizer.unk_token or ""
         return [
             token_ids_to_text(text[b, : int(text_lengths[b])].tolist(), self.token_list, unk)
             for b in range(text.size(0))
@@ -314,18 +319,25 @@ class ESPnetGMOTModel(ESPnetASRModel):
                 bad = length != expected[b]
                 wanted = f"its transcript has {expected[b]} PLM tokens"
             else:
-                bad = not 2 <= length <= states.size(1)
-                wanted = f"at least 2 ([CLS], [SEP]) and at most the padded {states.size(1)}"
+                bad = not self.teacher.min_tokens <= length <= states.size(1)
+                wanted = (
+                    f"at least {self.teacher.min_tokens} and at most the padded {states.size(1)}"
+                )
             if bad:
                 name = utt_ids[b] if utt_ids is not None else f"batch item {b}"
+                framing = (
+                    "[CLS] and [SEP] included" if self.teacher.framed_by_special_tokens
+                    else "a decoder-only teacher: no special tokens, BOS dropped"
+                )
                 caches = os.environ.get(CACHES_IN_USE_ENV, "given as a plm_states data key")
                 raise ValueError(
                     f"Utterance {name}: its cached PLM states have {length} vectors but "
-                    f"{wanted} ([CLS] and [SEP] included; PLM {self.teacher.name_or_path!r}, "
+                    f"{wanted} ({framing}; PLM {self.teacher.name_or_path!r}, "
                     f"cache {caches}). The cache was made from other transcripts or "
                     f"another PLM: re-dump it with `python -m espnet_gmot.bin.dump_plm_states "
-                    f"--text <the data's text> --plm {self.teacher.name_or_path} "
-                    f"--output_dir <a new directory>` and train with that cache."
+                    f"--text <the data's text> --asr_config <this training config> "
+                    f"--output_dir <a new directory>` (it reads the teacher's settings, "
+                    f"model_conf.plm_conf, from the config) and train with that cache."
                 )
 
     def collect_feats(self, speech, speech_lengths, text, text_lengths, **kwargs):

@@ -11,7 +11,9 @@ Training reads them with::
 Layout of a cache directory (:func:`write_plm_cache`):
 
 - ``plm_cache.json``: what the states were made from (the PLM's name, a SHA-256
-  of its weights, config and vocabulary, its hidden size) and the storage dtype.
+  of its weights, config, vocabulary and reading, its hidden size) and the
+  storage dtype; ``plm_reading`` (architecture, hidden layer, BOS, text case)
+  unless the states are an encoder's last layer of the text as it is.
   A later run with another PLM or dtype is refused, so one cache never mixes two.
 - ``shards/states.<k>.ark|scp`` (float32): one entry per *distinct transcript*,
   keyed by the transcript's SHA-256. Speed-perturbed copies (``sp0.9-``, ``sp1.1-``) and
@@ -75,13 +77,30 @@ def transcript_fingerprint(transcript: str) -> str:
     return hashlib.sha256(transcript.encode("utf-8")).hexdigest()
 
 
-def dump_command(text_path, output_dir, plm: str, dtype: str = "float32") -> str:
+def reading_options(reading: Optional[dict]) -> str:
+    """``dump_plm_states`` options that read a teacher as a manifest's
+    ``plm_reading`` records (none for the last layer of an encoder)."""
+    if not reading:
+        return ""
+    options = [
+        f"--architecture {reading['architecture']}",
+        f"--hidden_layer {reading['hidden_layer']}",
+        f"--text_case {reading['text_case']}",
+    ]
+    if reading["architecture"] != "encoder":
+        options.append(f"--add_bos_token {str(reading['bos']).lower()}")
+    return " " + " ".join(options)
+
+
+def dump_command(
+    text_path, output_dir, plm: str, dtype: str = "float32", reading: Optional[dict] = None
+) -> str:
     """The command that makes or resumes a cache, for error messages."""
     command = (
         f"python -m espnet_gmot.bin.dump_plm_states --text {shlex.quote(str(text_path))} "
         f"--plm {shlex.quote(str(plm))} --output_dir {shlex.quote(str(output_dir))}"
     )
-    return command + (f" --dtype {dtype}" if dtype != "float32" else "")
+    return command + reading_options(reading) + (f" --dtype {dtype}" if dtype != "float32" else "")
 
 
 def read_manifest(output_dir: Path) -> Optional[dict]:
@@ -102,7 +121,7 @@ def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) ->
                 f"{output_dir} holds a PLM-state cache without {MANIFEST} (written by an "
                 f"older espnet-gmot), so which PLM and transcripts made it is unknown. "
                 f"Remove it (rm -r {shlex.quote(str(output_dir))}) and run "
-                f"`{dump_command(text_path, output_dir, wanted['plm'], wanted['dtype'])}`."
+                f"`{dump_command(text_path, output_dir, wanted['plm'], wanted['dtype'], wanted.get('plm_reading'))}`."
             )
         atomic_write_text(output_dir / MANIFEST, json.dumps(wanted, indent=2) + "\n")
         return
@@ -113,7 +132,7 @@ def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) ->
             f"espnet-gmot as numpy entries in a Kaldi ark, which ESPnet 202611's kaldi_ark "
             f"loader cannot read; {found.get('dtype')} caches are now {wanted['data_type']} "
             f"files. Nothing was written. Remove it (rm -r {shlex.quote(str(output_dir))}) "
-            f"and run `{dump_command(text_path, output_dir, wanted['plm'], wanted['dtype'])}`."
+            f"and run `{dump_command(text_path, output_dir, wanted['plm'], wanted['dtype'], wanted.get('plm_reading'))}`."
         )
     differing = [
         key for key in ("format", "plm_fingerprint", "hidden_size", "dtype")
@@ -123,14 +142,17 @@ def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) ->
         def shown(value):  # a fingerprint's first 12 digits identify it well enough to read
             return repr(value[:12] + "...") if isinstance(value, str) and len(value) == 64 else repr(value)
 
+        if found.get("plm_reading") != wanted.get("plm_reading"):
+            differing.append("plm_reading")
         described = ", ".join(
-            f"{key} {shown(found.get(key))} there, {shown(wanted[key])} now" for key in differing
+            f"{key} {shown(found.get(key))} there, {shown(wanted.get(key))} now"
+            for key in differing
         )
         raise PLMCacheError(
             f"The PLM-state cache {output_dir} was made from --plm {found.get('plm')!r} "
             f"(--dtype {found.get('dtype')}), not from this run's --plm {wanted['plm']!r} "
             f"(--dtype {wanted['dtype']}): {described}. Nothing was written. To resume or "
-            f"extend that cache run `{dump_command(text_path, output_dir, found.get('plm'), found.get('dtype', 'float32'))}`; "
+            f"extend that cache run `{dump_command(text_path, output_dir, found.get('plm'), found.get('dtype', 'float32'), found.get('plm_reading'))}`; "
             f"for this PLM give another --output_dir (or remove {output_dir} first)."
         )
 
@@ -221,6 +243,11 @@ def write_plm_cache(
             dtype=dtype,
             data_type=DATA_TYPES[dtype],
         )
+        if not teacher.reads_last_encoder_layer():
+            # For whoever reads the manifest and for the refusal's command; the
+            # fingerprint covers the reading already. Absent for BERT's last
+            # layer, as in every cache made before other readings existed.
+            wanted["plm_reading"] = teacher.reading()
         _check_or_write_manifest(output_dir, wanted, text_path)
 
         fingerprints = {utt: transcript_fingerprint(t) for utt, t in transcripts.items()}
@@ -366,7 +393,8 @@ def check_cache_against_text(scp_path: Path, text_path: Path) -> None:
     output_dir = scp_path.parent
     manifest = read_manifest(output_dir) or {}
     fix = dump_command(
-        text_path, output_dir, manifest.get("plm", "<the PLM>"), manifest.get("dtype", "float32")
+        text_path, output_dir, manifest.get("plm", "<the PLM>"), manifest.get("dtype", "float32"),
+        manifest.get("plm_reading"),
     )
     if not scp_path.is_file():
         raise PLMCacheError(f"The PLM-state cache {scp_path} does not exist: run `{fix}`.")

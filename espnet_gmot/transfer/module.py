@@ -106,7 +106,9 @@ class OTKnowledgeTransfer(torch.nn.Module):
             ``inner_iter`` budget, which plain Sinkhorn does not, and GM-OT
             needs fewer iterations, for the same solution.
         align_special_tokens: include ``[CLS]``/``[SEP]`` in ``L_align``; the
-            paper excludes them (eq. 21 sums ``j = 2 .. l_t - 1``).
+            paper excludes them (eq. 21 sums ``j = 2 .. l_t - 1``). States of a
+            decoder-only teacher have none (``transfer_losses``'s
+            ``framed_by_special_tokens``): all of them are aligned.
         check_every: Sinkhorn iterations between the solver's host reads (its
             only synchronisations with a GPU); the result does not depend on it.
             ``None`` (the default): adaptive on the CPU, where a read costs no
@@ -286,14 +288,19 @@ class OTKnowledgeTransfer(torch.nn.Module):
         acoustic_lengths: torch.Tensor,
         plm_states: torch.Tensor,
         plm_lengths: torch.Tensor,
+        framed_by_special_tokens: bool = True,
     ) -> TransferLosses:
         """Coupling, projection and losses for one batch.
 
         Args:
             adapted: ``(B, la, dt)`` adapter output ``H_A``.
             acoustic_lengths: ``(B,)`` valid frames.
-            plm_states: ``(B, lt, dt)`` PLM states of ``[CLS] y [SEP]``.
+            plm_states: ``(B, lt, dt)`` PLM states of ``[CLS] y [SEP]`` (an
+                encoder teacher), or of ``y``'s tokens only (a decoder-only one).
             plm_lengths: ``(B,)`` valid tokens, special tokens included.
+            framed_by_special_tokens: whether the first and last state are
+                ``[CLS]`` and ``[SEP]``, which ``L_align`` skips unless
+                ``align_special_tokens``; False: every state is a content token.
         """
         if plm_states.size(-1) != self.plm_dim:
             raise ValueError(
@@ -302,9 +309,13 @@ class OTKnowledgeTransfer(torch.nn.Module):
                 f"{plm_states.size(-1)} (the PLM's hidden_size)"
             )
         with torch.autocast(device_type=adapted.device.type, enabled=False):
-            return self._transfer_losses(adapted, acoustic_lengths, plm_states, plm_lengths)
+            return self._transfer_losses(
+                adapted, acoustic_lengths, plm_states, plm_lengths, framed_by_special_tokens
+            )
 
-    def _transfer_losses(self, adapted, acoustic_lengths, plm_states, plm_lengths):
+    def _transfer_losses(
+        self, adapted, acoustic_lengths, plm_states, plm_lengths, framed_by_special_tokens
+    ):
         n_max, m_max = adapted.size(1), plm_states.size(1)
         # Everything below in the working precision (see the class docstring);
         # gradients reach a low-precision adapter output through this cast.
@@ -363,7 +374,7 @@ class OTKnowledgeTransfer(torch.nn.Module):
         similarity = torch.nn.functional.cosine_similarity(
             projected, plm_states, dim=-1, eps=1e-8
         )
-        content = self._content_token_mask(plm_lengths, m_max)
+        content = self._content_token_mask(plm_lengths, m_max, framed_by_special_tokens)
         misfit = 1.0 - similarity
         if self.marginal_relaxation[1] != math.inf:
             # a token weighs by the share of its uniform mass it received
@@ -381,9 +392,11 @@ class OTKnowledgeTransfer(torch.nn.Module):
             align=align.mean(), transport=result.value.mean(), plan=plan, stats=stats
         )
 
-    def _content_token_mask(self, plm_lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    def _content_token_mask(
+        self, plm_lengths: torch.Tensor, max_len: int, framed_by_special_tokens: bool
+    ) -> torch.Tensor:
         mask = length_mask(plm_lengths, max_len)
-        if not self.align_special_tokens:
+        if framed_by_special_tokens and not self.align_special_tokens:
             positions = torch.arange(max_len, device=plm_lengths.device)[None, :]
             mask = mask & (positions > 0) & (positions < plm_lengths[:, None] - 1)
         return mask

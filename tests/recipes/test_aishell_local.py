@@ -164,8 +164,8 @@ def test_plm_cache_of_the_train_and_valid_sets(recipe, recorder):
     cache = "dump/plm_states/bert-base-chinese"  # the config's plm_conf.name_or_path
     assert calls(recorder, "espnet_gmot.bin.dump_plm_states") == [
         ["-m", "espnet_gmot.bin.dump_plm_states", "--text", f"dump/raw/{dset}/text",
-         "--plm", "bert-base-chinese", "--output_dir", f"{cache}/{dset}", "--dtype", "float16",
-         "--batch_size", "4"]
+         "--asr_config", "conf/train_asr_gmot.yaml", "--plm", "bert-base-chinese",
+         "--output_dir", f"{cache}/{dset}", "--dtype", "float16", "--batch_size", "4"]
         for dset in ("train_sp", "dev")
     ]
     # stdout is only the asr_train arguments (run.sh reads them); messages go to stderr
@@ -194,6 +194,19 @@ def test_plm_cache_options(recipe, recorder):
     assert len(calls(recorder, "espnet_gmot.bin.dump_plm_states")) == 2
     assert "my_bert/train_sp/plm_states.scp,plm_states,npy " in proc.stdout
     assert "my_bert/dev/plm_states.scp,plm_states,kaldi_ark " in proc.stdout
+
+
+def test_plm_cache_directory_names_how_the_teacher_is_read(recipe, recorder):
+    config = yaml.safe_load((recipe / "conf" / "train_asr_gmot.yaml").read_text())
+    config["model_conf"]["plm_conf"].update(hidden_layer=-2, text_case="lower")
+    (recipe / "conf" / "layer.yaml").write_text(yaml.safe_dump(config))
+    plm_cache(recipe, recorder, "conf/layer.yaml")
+    plm_cache(recipe, recorder)  # the stock config's cache: its own directory
+    assert [c[c.index("--output_dir") + 1] for c in calls(recorder, "espnet_gmot.bin.dump_plm_states")] == [
+        "dump/plm_states/bert-base-chinese_hidden_layer_-2_text_case_lower/train_sp",
+        "dump/plm_states/bert-base-chinese_hidden_layer_-2_text_case_lower/dev",
+        "dump/plm_states/bert-base-chinese/train_sp", "dump/plm_states/bert-base-chinese/dev",
+    ]
 
 
 def test_plm_cache_ignored_without_a_plm_and_refused_without_its_name(recipe, recorder):

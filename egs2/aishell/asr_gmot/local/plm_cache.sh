@@ -2,7 +2,9 @@
 # PLM-state cache of the training and valid sets, so that BERT does not run in
 # every training step: for each set
 #     python -m espnet_gmot.bin.dump_plm_states --text <feats_dir>/<set>/text \
-#         --plm <plm> --output_dir <cache_dir>/<plm name>/<set> <plm_cache_opts>
+#         --asr_config <asr_config> --plm <plm> \
+#         --output_dir <cache_dir>/<plm name>[_<plm_conf key>_<value>...]/<set> <plm_cache_opts>
+# (--asr_config: the teacher is read as the config's model_conf.plm_conf says)
 # (it resumes an interrupted run), then prints on stdout the asr_train arguments
 # that read the cache (--{train,valid}_data_path_and_name_and_type ...
 # --allow_variable_data_keys true). A config whose model is not gmot uses no PLM:
@@ -44,14 +46,23 @@ if [ -z "${plm}" ]; then
 fi
 [ -n "${plm}" ] || die "--plm_cache true: ${asr_config} has no model_conf.plm_conf.name_or_path; give --plm"
 plm_tag="${plm%/}"
-plm_dir="${cache_dir}/${plm_tag##*/}"
+plm_tag="${plm_tag##*/}"
+# One directory per way of reading the teacher, so that two configs that read
+# it differently (another layer, BOS, casing) do not refuse each other's cache.
+for key in hidden_layer add_bos_token text_case; do
+    # shellcheck disable=SC2086
+    value="$(${python} local/config_value.py "${asr_config}" "model_conf.plm_conf.${key}")"
+    [ -z "${value}" ] || plm_tag+="_${key}_${value}"
+done
+plm_dir="${cache_dir}/${plm_tag}"
 
 if "${compute}"; then
     for dset in "${train_set}" "${valid_set}"; do
         log "PLM-state cache (${plm}): ${feats_dir}/${dset}/text -> ${plm_dir}/${dset}"
         # shellcheck disable=SC2086
         ${python} -m espnet_gmot.bin.dump_plm_states --text "${feats_dir}/${dset}/text" \
-            --plm "${plm}" --output_dir "${plm_dir}/${dset}" ${plm_cache_opts} >&2
+            --asr_config "${asr_config}" --plm "${plm}" --output_dir "${plm_dir}/${dset}" \
+            ${plm_cache_opts} >&2
     done
 fi
 # kaldi_ark, or npy for a float16 cache: the cache's manifest says which.
