@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
-# AISHELL-1 with OT knowledge transfer from BERT (OT-BERT, TOT-CAKT, GM-OT), its
-# Conformer-CTC baseline, and GM-OT on ESPnet's hybrid E-Branchformer beside its
-# stock twin, on ESPnet's own asr.sh from stage 10 (10 stats, 11 training,
-# 12 decoding, 13 scoring) with asr1's data/, dump/ and token list, which
-# local/setup.sh links here. README.md: stages, features, decoding, PLM cache.
-#     ./run.sh [--system gmot] [--<variable below> value ...] [asr.sh options]
+# OT knowledge transfer from a pretrained LM (OT-BERT, TOT-CAKT, GM-OT) beside
+# stock ESPnet baselines, on ESPnet's own asr.sh from stage 10 (10 stats,
+# 11 training, 12 decoding, 13 scoring) with asr1's data/, dump/ and token list,
+# which local/setup.sh links here. The corpus (its asr1, language, token type,
+# systems and sets) is ./corpus.sh's; egs2/librispeech_100/asr_gmot links this
+# script. README.md: stages, features, decoding, PLM cache.
+#     ./run.sh [--system <system>] [--<variable below> value ...] [asr.sh options]
 # Other --name value pairs go to asr.sh after run.sh's own, so they win (e.g.
 # --ngpu 4 --nj 32 --inference_nj 32 --gpu_inference true). asr.sh runs every
 # Python step as `${python} -m espnet_gmot.launch ...`, which registers
 # `model: gmot` and `frontend: fbank_pitch` in ESPnet.
 set -euo pipefail
+# shellcheck source=corpus.sh
+. "$(dirname "$0")/corpus.sh"  # the recipe's own corpus.sh (run.sh may link to another recipe's)
 
 stage=10
 stop_stage=13
-system=gmot             # baseline | otbert | totcakt | gmot (CTC-only, the papers') |
-                        # hybrid_baseline | hybrid_gmot (ESPnet's E-Branchformer + Transformer
-                        # decoder for AISHELL-1); --method is its old name
+system="${corpus_system}" # one of corpus.sh's systems (README.md); --method is its old name
 asr_config=             # training config; default conf/train_asr_<system>.yaml
-asr_tag=                # default <config name>_<features>_zh_char[_sp]
+asr_tag=                # default <config name>_<features>_<lang>_<token type>[_sp]
 asr_args=               # extra asr_train arguments (run.sh adds its own)
 asr_stats_dir=          # default asr.sh's; its own one for --frontend fbank_pitch
 feats_type=raw          # raw (asr1's dump) | fbank_pitch (local/dump_fbank_pitch.sh if missing)
@@ -34,9 +35,9 @@ inference_batch_size=8  # utterances per greedy batch; each decodes as it does a
 inference_config=       # default conf/decode_asr_ctc_greedy.yaml; for a hybrid system
                         # with --inference espnet conf/decode_asr_hybrid.yaml
 inference_asr_model=    # default valid.cer_ctc.ave.pth; valid.acc.ave.pth for a hybrid system
-train_set=train
-valid_set=dev
-test_sets="dev test"
+train_set="${corpus_train_set}"
+valid_set="${corpus_valid_set}"
+test_sets="${corpus_test_sets}"
 eval_valid_set=false    # true: decode the valid set even if not in --test_sets
 speed_perturb_factors="0.9 1.0 1.1"  # as asr1: asr.sh then trains on train_sp
 dumpdir=dump
@@ -53,10 +54,12 @@ one_of() {  # one_of <option> <value> <choice>...: dies unless the value is a ch
 
 # Not Kaldi's utils/parse_options.sh (asr.sh's and local/'s): it refuses options
 # without a variable, which run.sh hands to asr.sh, and --name=value.
-asr_sh_opts=()
+asr_sh_opts=("${corpus_asr_sh_opts[@]}")
+[ -z "${corpus_nbpe}" ] || opts+=(--nbpe "${corpus_nbpe}")
 while [ $# -gt 0 ]; do
     case "$1" in
-        -h|--help) sed -n '2,/^expdir=/p' "$0" | sed -e '/^set -/d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^expdir=/p' "$0" | sed -e '/^set -/d' \
+            -e '/^# shellcheck/d' -e '/^\. /d' -e 's/^# \{0,1\}//'; exit 0 ;;
         --*=*) name="${1%%=*}"; value="${1#*=}"; shift ;;
         --*) [ $# -ge 2 ] || die "option $1 needs a value"; name="$1"; value="$2"; shift 2 ;;
         *) die "unexpected argument '$1' (options are --name value pairs; see --help)" ;;
@@ -75,10 +78,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-[ "${stage}" -ge 10 ] || die "--stage ${stage}: data preparation (stages 1-9) belongs to egs2/aishell/asr1; run it there, then local/setup.sh, then ./run.sh --stage 10"
+[ "${stage}" -ge 10 ] || die "--stage ${stage}: data preparation (stages 1-9) belongs to egs2/${corpus_asr1}/asr1; run it there, then local/setup.sh, then ./run.sh --stage 10"
 [ "${stop_stage}" -ge "${stage}" ] || die "--stop_stage ${stop_stage} is before --stage ${stage}"
 if [ -z "${asr_config}" ]; then
-    one_of system "${system}" baseline otbert totcakt gmot hybrid_baseline hybrid_gmot
+    # shellcheck disable=SC2086  # the list of systems
+    one_of system "${system}" ${corpus_systems}
     asr_config="conf/train_asr_${system}.yaml"
 fi
 [ -f "${asr_config}" ] || die "--asr_config ${asr_config} not found"
@@ -100,7 +104,7 @@ one_of plm_cache "${plm_cache}" true false
 one_of eval_valid_set "${eval_valid_set}" true false
 
 if [ ! -L asr.sh ] || [ ! -e asr.sh ] || [ ! -e utils/parse_options.sh ] || [ ! -e "${dumpdir}" ]; then
-    die "this recipe is not set up: run local/setup.sh --espnet_root <ESPnet checkout> [--asr1_dir <aishell asr1>] first"
+    die "this recipe is not set up: run local/setup.sh --espnet_root <ESPnet checkout> [--asr1_dir <${corpus_asr1} asr1>] first"
 fi
 # shellcheck disable=SC1091
 . ./path.sh
@@ -140,12 +144,14 @@ if "${plm_cache}"; then  # computed (or resumed) when stage 10 or 11 runs, which
 fi
 
 feats_desc="${feats_type}${frontend:+_${frontend}}"
+units="${corpus_lang}_${corpus_token_type}${corpus_nbpe}"  # as asr.sh tags its experiments
 if [ "${frontend}" = fbank_pitch ]; then  # its feature statistics differ from the default's
     asr_args="--frontend fbank_pitch${asr_args:+ ${asr_args}}"
-    : "${asr_stats_dir:=${expdir}/asr_stats_${feats_desc}_zh_char${sp}}"
+    : "${asr_stats_dir:=${expdir}/asr_stats_${feats_desc}_${units}${sp}}"
 fi
-: "${asr_tag:=$(basename "${asr_config}" .yaml)_${feats_desc}_zh_char${sp}}"
-opts=()
+: "${asr_tag:=$(basename "${asr_config}" .yaml)_${feats_desc}_${units}${sp}}"
+opts=("${corpus_asr_sh_opts[@]}")
+[ -z "${corpus_nbpe}" ] || opts+=(--nbpe "${corpus_nbpe}")
 [ -z "${audio_format}" ] || opts+=(--audio_format "${audio_format}")
 [ -z "${asr_stats_dir}" ] || opts+=(--asr_stats_dir "${asr_stats_dir}")
 [ -z "${asr_args}" ] || opts+=(--asr_args "${asr_args}")
@@ -158,13 +164,12 @@ fi
 log "asr.sh: ${asr_config} -> ${expdir}/asr_${asr_tag}"
 ./asr.sh \
     --stage "${stage}" --stop_stage "${stop_stage}" \
-    --lang zh --token_type char --feats_type "${feats_type}" --use_lm false \
+    --lang "${corpus_lang}" --token_type "${corpus_token_type}" --feats_type "${feats_type}" --use_lm false \
     --asr_config "${asr_config}" --asr_tag "${asr_tag}" \
     --inference_config "${inference_config}" --inference_asr_model "${inference_asr_model}" \
     --train_set "${train_set}" --valid_set "${valid_set}" --test_sets "${test_sets}" \
     --eval_valid_set "${eval_valid_set}" --speed_perturb_factors "${speed_perturb_factors}" \
     --dumpdir "${dumpdir}" --expdir "${expdir}" \
-    --asr_speech_fold_length 512 --asr_text_fold_length 150 --lm_fold_length 150 \
     --python "${launch}" \
     ${opts[@]+"${opts[@]}"} \
     ${asr_sh_opts[@]+"${asr_sh_opts[@]}"}

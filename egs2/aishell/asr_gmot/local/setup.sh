@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Prepare the asr_gmot recipe directory: link ESPnet's asr.sh machinery and
-# reuse the data, dumps and token list of an existing egs2/aishell/asr1
-# experiment, so that `./run.sh --stage 10` starts at collect-stats.
+# Prepare an asr_gmot recipe directory: link ESPnet's asr.sh machinery and
+# reuse the data, dumps and token list of an existing egs2/<corpus>/asr1
+# experiment (the corpus is the recipe's corpus.sh's: aishell here,
+# librispeech_100 in egs2/librispeech_100/asr_gmot, which links this script),
+# so that `./run.sh --stage 10` starts at collect-stats.
 #
-# Usage (from the recipe directory, egs2/aishell/asr_gmot):
+# Usage (from the recipe directory, e.g. egs2/aishell/asr_gmot):
 #     local/setup.sh [--espnet_root DIR] [--asr1_dir DIR] [--dsets "train_sp dev org/dev test"]
 #
 #   --espnet_root  ESPnet git checkout (default: $ESPNET_ROOT, else the checkout
 #                  this recipe sits in, i.e. ../../.. when that has
 #                  egs2/TEMPLATE/asr1/asr.sh).
-#   --asr1_dir     AISHELL-1 experiment to reuse, run at least to its stage 5
-#                  (default: <espnet_root>/egs2/aishell/asr1).
-#   --dsets        dump sets that must exist in asr1 (default "train_sp dev org/dev test":
-#                  asr.sh names the training set train_sp when
+#   --asr1_dir     the corpus's asr1 experiment to reuse, run at least to its
+#                  stage 5 (default: <espnet_root>/egs2/<corpus>/asr1).
+#   --dsets        dump sets that must exist in asr1 (default corpus.sh's, for
+#                  AISHELL-1 "train_sp dev org/dev test": asr.sh names the
+#                  training set train_sp when
 #                  --speed_perturb_factors is given, as in asr1's run.sh, and
 #                  decodes a valid set that is among the test sets from
 #                  org/<valid_set>, the unfiltered copy of its stage 3).
@@ -41,9 +44,12 @@ usage() {
 }
 
 recipe_dir="$(cd "$(dirname "$0")/.." && pwd)"
+[ -f "${recipe_dir}/corpus.sh" ] || die "${recipe_dir}/corpus.sh not found: run local/setup.sh of an asr_gmot recipe"
+# shellcheck source=corpus.sh
+. "${recipe_dir}/corpus.sh"
 espnet_root="${ESPNET_ROOT:-}"
 asr1_dir=
-dsets="train_sp dev org/dev test"
+dsets="${corpus_dump_sets}"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -78,13 +84,21 @@ for f in utils steps; do
 done
 [ -f "${template}/utils/parse_options.sh" ] || die "${template}/utils/parse_options.sh not found: Kaldi's utils/ are missing (ESPnet tools/kaldi)"
 
-[ -n "${asr1_dir}" ] || asr1_dir="${espnet_root}/egs2/aishell/asr1"
-[ -d "${asr1_dir}" ] || die "asr1 directory ${asr1_dir} not found: run ESPnet's egs2/aishell/asr1 recipe up to stage 5 first, or pass --asr1_dir"
+[ -n "${asr1_dir}" ] || asr1_dir="${espnet_root}/egs2/${corpus_asr1}/asr1"
+[ -d "${asr1_dir}" ] || die "asr1 directory ${asr1_dir} not found: run ESPnet's egs2/${corpus_asr1}/asr1 recipe up to stage 5 first, or pass --asr1_dir"
 asr1_dir="$(cd "${asr1_dir}" && pwd -P)"
 [ "${asr1_dir}" != "$(cd "${recipe_dir}" && pwd -P)" ] || die "--asr1_dir is this recipe directory"
 
-token_list="${asr1_dir}/data/zh_token_list/char/tokens.txt"
-[ -s "${token_list}" ] || die "${token_list} not found or empty: asr1 has no character token list (run its asr.sh up to stage 5 with --lang zh --token_type char)"
+# asr.sh's token directory: data/<lang>_token_list/char, or .../bpe_unigram<nbpe>
+# with the sentencepiece model that stages 10-13 tokenise with.
+if [ "${corpus_token_type}" = char ]; then
+    token_dir="${asr1_dir}/data/${corpus_lang}_token_list/char"; units="character"
+else
+    token_dir="${asr1_dir}/data/${corpus_lang}_token_list/${corpus_token_type}_unigram${corpus_nbpe}"
+    units="${corpus_token_type}${corpus_nbpe}"
+    [ -s "${token_dir}/bpe.model" ] || die "${token_dir}/bpe.model not found or empty: asr1 has no ${units} model (run its asr.sh up to stage 5 with --lang ${corpus_lang} --token_type ${corpus_token_type} --nbpe ${corpus_nbpe})"
+fi
+[ -s "${token_dir}/tokens.txt" ] || die "${token_dir}/tokens.txt not found or empty: asr1 has no ${units} token list (run its asr.sh up to stage 5 with --lang ${corpus_lang} --token_type ${corpus_token_type}${corpus_nbpe:+ --nbpe ${corpus_nbpe}})"
 
 # A dump is usable when every set has its feats_type file (asr.sh stages 3-4).
 feats_found=
