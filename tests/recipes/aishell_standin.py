@@ -132,25 +132,30 @@ def make_espnet_root(root: Path) -> Path:
 ORG_SETS = ("train_sp", "dev")
 
 
-def make_asr1(asr1: Path, audio: str = "flac", sets: Dict[str, str] = None) -> Path:
+def make_asr1(asr1: Path, audio: str = "flac", sets: Dict[str, str] = None,
+              org_sets: Sequence[str] = ORG_SETS, sentences: Sequence[str] = SENTENCES,
+              token_list: Sequence[str] = None, token_dir: str = "zh_token_list/char") -> Path:
     """Stand-in egs2/aishell/asr1 after its stage 5: data/, dump/raw/, token list.
 
     ``audio="flac"``: wav.scp lists flac files by paths relative to the recipe
     dir (as asr.sh's stage 3 writes them); ``"flac.ark"``: ark offsets.
-    ``org/<set>`` of the training and valid sets holds a third utterance, one
-    that stage 4 filtered out of ``<set>``.
+    ``org/<set>`` of the training and valid sets (``org_sets``) holds a third
+    utterance, one that stage 4 filtered out of ``<set>``. Another corpus's
+    asr1: its ``sets``, ``org_sets``, ``sentences``, ``token_list`` (default:
+    the sentences' characters) and ``data/<token_dir>``.
     """
     sets = sets or {"train_sp": "sp", "dev": "dv", "test": "ts"}
     rng = np.random.default_rng(0)
-    token_list = asr1 / "data" / "zh_token_list" / "char" / "tokens.txt"
-    token_list.parent.mkdir(parents=True)
-    chars = sorted(set("".join(SENTENCES)))
-    token_list.write_text("\n".join(["<blank>", "<unk>", *chars, "<sos/eos>"]) + "\n", encoding="utf-8")
+    token_path = asr1 / "data" / token_dir / "tokens.txt"
+    token_path.parent.mkdir(parents=True)
+    if token_list is None:
+        token_list = ["<blank>", "<unk>", *sorted(set("".join(sentences))), "<sos/eos>"]
+    token_path.write_text("\n".join(token_list) + "\n", encoding="utf-8")
     (asr1 / "data" / "train").mkdir(parents=True)
     for k, (dset, prefix) in enumerate(sets.items()):
-        stage3_dir = f"org/{dset}" if dset in ORG_SETS else dset
+        stage3_dir = f"org/{dset}" if dset in org_sets else dset
         entries = {}
-        for j in range(3 if dset in ORG_SETS else 2):
+        for j in range(3 if dset in org_sets else 2):
             utt = f"{prefix}spk{j}-{dset}{j:03d}"
             rel = f"dump/raw/{stage3_dir}/data/format.1"
             if audio == "flac":
@@ -161,12 +166,28 @@ def make_asr1(asr1: Path, audio: str = "flac", sets: Dict[str, str] = None) -> P
                 value = f"{rel}/{utt}.flac"
             else:
                 value = f"{rel}/data_wav.ark:{17 + 100 * j}"
-            entries[utt] = (value, SENTENCES[(3 * k + j) % len(SENTENCES)])
+            entries[utt] = (value, sentences[(3 * k + j) % len(sentences)])
         write_kaldi_dir(asr1 / "dump" / "raw" / stage3_dir, entries)
-        if dset in ORG_SETS:
+        if dset in org_sets:
             kept = dict(sorted(entries.items())[:2])
             write_kaldi_dir(asr1 / "dump" / "raw" / dset, kept)
     return asr1
+
+
+def build_with_asr_task(config: Path, tokens: Sequence[str], token_type: str, tmp_path: Path):
+    """The model of a recipe config, built by ESPnet's ASRTask with ``tokens`` as
+    its token list (the PLM is not loaded: the teacher loads on first use)."""
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_gmot.espnet.registry import register
+
+    register()
+    token_list = tmp_path / "tokens.txt"
+    token_list.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(config), "--token_list", str(token_list), "--token_type", token_type,
+         "--output_dir", str(tmp_path / "out")])
+    return ASRTask.build_model(args)
 
 
 def copy_recipe(dst: Path) -> Path:

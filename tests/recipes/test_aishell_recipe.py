@@ -27,6 +27,7 @@ from tests.helpers.tiny_asr import SENTENCES, make_tiny_bert, make_tiny_corpus
 from tests.recipes.aishell_standin import (
     GENERATED,
     RECIPE,
+    build_with_asr_task,
     copy_recipe,
     final_options,
     listing,
@@ -158,18 +159,9 @@ def test_hybrid_configs_are_espnets_e_branchformer_setup_and_its_gmot_twin():
 
 @pytest.mark.parametrize("system", ["hybrid_baseline", "hybrid_gmot"])
 def test_hybrid_configs_build_with_espnets_asr_task(tmp_path, system):
-    from espnet2.tasks.asr import ASRTask
-
-    from espnet_gmot.espnet.registry import register
-
-    register()
-    token_list = tmp_path / "tokens.txt"
-    token_list.write_text("\n".join(["<blank>", "<unk>", *sorted(set("".join(SENTENCES))), "<sos/eos>"]) + "\n",
-                          encoding="utf-8")
-    args = ASRTask.get_parser().parse_args(
-        ["--config", str(RECIPE / "conf" / f"train_asr_{system}.yaml"), "--token_list", str(token_list),
-         "--token_type", "char", "--output_dir", str(tmp_path / "out")])
-    model = ASRTask.build_model(args)
+    model = build_with_asr_task(
+        RECIPE / "conf" / f"train_asr_{system}.yaml",
+        ["<blank>", "<unk>", *sorted(set("".join(SENTENCES))), "<sos/eos>"], "char", tmp_path)
     assert type(model.encoder).__name__ == "EBranchformerEncoder"
     assert type(model.decoder).__name__ == "TransformerDecoder" and model.ctc_weight == 0.3
     assert hasattr(model, "transfer") == (system == "hybrid_gmot")

@@ -150,7 +150,7 @@ if [ "${frontend}" = fbank_pitch ]; then  # its feature statistics differ from t
     : "${asr_stats_dir:=${expdir}/asr_stats_${feats_desc}_${units}${sp}}"
 fi
 : "${asr_tag:=$(basename "${asr_config}" .yaml)_${feats_desc}_${units}${sp}}"
-opts=("${corpus_asr_sh_opts[@]}")
+opts=(${corpus_asr_sh_opts[@]+"${corpus_asr_sh_opts[@]}"})
 [ -z "${corpus_nbpe}" ] || opts+=(--nbpe "${corpus_nbpe}")
 [ -z "${audio_format}" ] || opts+=(--audio_format "${audio_format}")
 [ -z "${asr_stats_dir}" ] || opts+=(--asr_stats_dir "${asr_stats_dir}")

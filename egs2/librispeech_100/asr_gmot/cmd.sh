@@ -1,0 +1,1 @@
+../../aishell/asr_gmot/cmd.sh

@@ -1,0 +1,1 @@
+../../../aishell/asr_gmot/local/audio_format.sh

@@ -1,0 +1,1 @@
+../../../aishell/asr_gmot/local/dump_fbank_pitch.sh

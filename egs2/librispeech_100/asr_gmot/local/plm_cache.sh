@@ -1,0 +1,1 @@
+../../../aishell/asr_gmot/local/plm_cache.sh
