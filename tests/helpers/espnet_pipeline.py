@@ -18,6 +18,9 @@ import editdistance
 from espnet_gmot import kaldi_data
 
 LAUNCH = [sys.executable, "-m", "espnet_gmot.launch", "-m"]
+# asr.sh's token options: character units; a BPE corpus gives
+# ("--token_type", "bpe", "--bpemodel", <its bpe.model>).
+CHAR_UNITS = ("--token_type", "char")
 
 
 def run(module: str, args: Sequence[str], log: Path, command: Optional[Sequence[str]] = None,
@@ -37,12 +40,13 @@ def data_args(split: str, data_dir: Path, extra: Sequence[str] = ()) -> List[str
             *[a for entry in extra for a in (option, entry)]]
 
 
-def collect_stats(exp: Path, config: Path, corpus: Dict[str, Path], **how) -> Path:
+def collect_stats(exp: Path, config: Path, corpus: Dict[str, Path],
+                  units: Sequence[str] = CHAR_UNITS, **how) -> Path:
     """asr.sh stage 10: shapes and feature statistics (one job)."""
     stats = exp / "stats"
     run("espnet2.bin.asr_train", [
         "--collect_stats", "true", "--use_preprocessor", "true",
-        "--token_type", "char", "--token_list", corpus["token_list"],
+        *units, "--token_list", corpus["token_list"],
         "--config", config, "--output_dir", stats,
         "--train_shape_file", corpus["train"] / "wav.scp",
         "--valid_shape_file", corpus["valid"] / "wav.scp",
@@ -53,10 +57,10 @@ def collect_stats(exp: Path, config: Path, corpus: Dict[str, Path], **how) -> Pa
 
 def train_args(out: Path, config: Path, corpus: Dict[str, Path], stats: Path,
                extra_train: Sequence[str] = (), extra_valid: Sequence[str] = (),
-               extra_args: Sequence[str] = ()) -> List[str]:
+               extra_args: Sequence[str] = (), units: Sequence[str] = CHAR_UNITS) -> List[str]:
     """The arguments of asr.sh's stage-11 ``asr_train`` call (CPU, ``--ngpu 0``)."""
     return [str(a) for a in [
-        "--use_preprocessor", "true", "--token_type", "char",
+        "--use_preprocessor", "true", *units,
         "--token_list", corpus["token_list"], "--config", config,
         "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats}/train/feats_stats.npz",
         "--output_dir", out, "--ngpu", "0",
@@ -70,11 +74,11 @@ def train_args(out: Path, config: Path, corpus: Dict[str, Path], stats: Path,
 
 def train(exp: Path, config: Path, corpus: Dict[str, Path], stats: Path,
           extra_train: Sequence[str] = (), extra_valid: Sequence[str] = (),
-          extra_args: Sequence[str] = (), **how) -> Path:
+          extra_args: Sequence[str] = (), units: Sequence[str] = CHAR_UNITS, **how) -> Path:
     """asr.sh stage 11 (one process)."""
     out = exp / "model"
     run("espnet2.bin.asr_train",
-        train_args(out, config, corpus, stats, extra_train, extra_valid, extra_args),
+        train_args(out, config, corpus, stats, extra_train, extra_valid, extra_args, units),
         exp / "train.log", **how)
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+import pytest
 import soundfile
 
 from espnet_gmot.kaldi_data import utt2spk_to_spk2utt, write_kaldi_map
@@ -55,6 +56,16 @@ while [ -n "${1:-}" ]; do
 done
 true
 """
+
+
+# An ESPnet checkout to run the recipes through ESPnet's real asr.sh.
+ESPNET_ROOT_ENV = "ESPNET_GMOT_ESPNET_ROOT"
+REAL_ESPNET_ROOT = os.environ.get(ESPNET_ROOT_ENV, "")
+needs_real_asr_sh = pytest.mark.skipif(
+    not (Path(REAL_ESPNET_ROOT) / "egs2/TEMPLATE/asr1/utils/parse_options.sh").is_file(),
+    reason=f"set {ESPNET_ROOT_ENV} to an ESPnet checkout (egs2/TEMPLATE/asr1 with Kaldi's "
+           "utils/) to run the real asr.sh",
+)
 
 
 def run(cmd: Sequence[str], cwd: Path, check: bool = True, **env_extra: str):

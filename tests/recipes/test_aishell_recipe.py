@@ -26,6 +26,7 @@ from espnet_gmot.kaldi_data import read_kaldi_map, read_text
 from tests.helpers.tiny_asr import SENTENCES, make_tiny_bert, make_tiny_corpus
 from tests.recipes.aishell_standin import (
     GENERATED,
+    REAL_ESPNET_ROOT,
     RECIPE,
     build_with_asr_task,
     copy_recipe,
@@ -33,6 +34,7 @@ from tests.recipes.aishell_standin import (
     listing,
     make_asr1,
     make_espnet_root,
+    needs_real_asr_sh,
     recorded_args,
     run,
     setup_and_run,
@@ -563,9 +565,6 @@ def test_routed_gmot_commands_run_for_real(tmp_path):
 
 # ------------------------------ 5. ESPnet's real asr.sh, when available ----
 
-ESPNET_ROOT_ENV = "ESPNET_GMOT_ESPNET_ROOT"
-_REAL_ROOT = os.environ.get(ESPNET_ROOT_ENV, "")
-
 
 def tiny_recipe_config(bert: Path) -> dict:
     """A tiny GM-OT config derived from the recipe's: same model_conf keys."""
@@ -582,11 +581,7 @@ def tiny_recipe_config(bert: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (Path(_REAL_ROOT) / "egs2/TEMPLATE/asr1/utils/parse_options.sh").is_file(),
-    reason=f"set {ESPNET_ROOT_ENV} to an ESPnet checkout (egs2/TEMPLATE/asr1 with Kaldi's "
-           "utils/) to run the real asr.sh",
-)
+@needs_real_asr_sh
 def test_real_asr_sh_fbank_pitch_stages_10_to_13(tmp_path):
     """run.sh --feats_type fbank_pitch through ESPnet's own asr.sh, stages 10-13.
 
@@ -621,7 +616,7 @@ def test_real_asr_sh_fbank_pitch_stages_10_to_13(tmp_path):
     recorder.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {sys.executable} "$@"\n')
     recorder.chmod(0o755)
 
-    run(["local/setup.sh", "--espnet_root", _REAL_ROOT, "--asr1_dir", asr1], recipe)
+    run(["local/setup.sh", "--espnet_root", REAL_ESPNET_ROOT, "--asr1_dir", asr1], recipe)
     proc = run(["./run.sh", "--feats_type", "fbank_pitch", "--asr_config", "conf/tiny.yaml",
                 "--python", recorder, "--fbank_nj", "1", "--ngpu", "0", "--nj", "2",
                 "--inference_nj", "2"], recipe, check=False)

@@ -344,15 +344,17 @@ def find_espeak() -> str:
 
 
 def synthesize_wav_bytes(
-    espeak_text: str, variant: str, speed_wpm: int, pitch: int, espeak_bin: str = "espeak-ng"
+    espeak_text: str, variant: str, speed_wpm: int, pitch: int, espeak_bin: str = "espeak-ng",
+    voice: str = ESPEAK_VOICE,
 ) -> bytes:
-    """Speak numbered pinyin with espeak-ng and return 16 kHz mono int16 WAV bytes.
+    """Speak numbered pinyin (or, with another ``voice`` such as ``en-us``, that
+    language's text) with espeak-ng and return 16 kHz mono int16 WAV bytes.
 
     Deterministic: the same text and speaker settings give byte-identical output.
     """
     command = [
         espeak_bin,
-        "-v", f"{ESPEAK_VOICE}+{variant}",
+        "-v", f"{voice}+{variant}",
         "-s", str(speed_wpm),
         "-p", str(pitch),
         "--stdout",
