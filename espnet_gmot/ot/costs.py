@@ -91,25 +91,22 @@ class InputCheck:
         if values.numel() == 0:
             return
         flat = values.detach().flatten(1)
-        nan_items = torch.isnan(flat).any(1)
-        infinite_items = torch.isinf(flat).any(1)
+        # One pass over the cells; NaN or infinite is told apart only on failure.
+        bad_items = ~torch.isfinite(flat).all(1)
         none = torch.full((), -1, dtype=torch.long, device=flat.device)
-        start = self._push(
-            torch.where(nan_items.any(), nan_items.int().argmax(), none),
-            torch.where(infinite_items.any(), infinite_items.int().argmax(), none),
-        )
+        start = self._push(torch.where(bad_items.any(), bad_items.int().argmax(), none))
 
         def check(values):
-            nan_item, infinite_item = int(values[start]), int(values[start + 1])
-            if nan_item >= 0:
+            item = int(values[start])
+            if item >= 0 and bool(torch.isnan(flat[item]).any()):
                 raise ValueError(
-                    f"{name} holds NaN in a valid cell of batch item {nan_item} (cells "
+                    f"{name} holds NaN in a valid cell of batch item {item} (cells "
                     f"inside the lengths must be numbers; padding may hold anything)"
                 )
-            if infinite_item >= 0:
+            if item >= 0:
                 raise ValueError(
                     f"{name} holds an infinite value in a valid cell of batch item "
-                    f"{infinite_item}: costs must be finite; to forbid a pairing use a "
+                    f"{item}: costs must be finite; to forbid a pairing use a "
                     f"large finite cost, or leave the cell outside the lengths"
                 )
 
