@@ -189,6 +189,28 @@ def test_rerun_reuses_finished_work(demo):
     assert (recipe / "exp" / "teacher_plm_control" / "model.safetensors").stat().st_mtime_ns == control
 
 
+@pytest.mark.slow
+@demo_test
+def test_pack_stage_packs_a_run_without_its_teacher(demo):
+    """Stage 10 (asr.sh's stage 14): ESPnet's archive of a trained run, the
+    teacher's local path replaced by its directory's name, the statistics in."""
+    import zipfile
+
+    recipe, _ = demo
+    done = run_demo(recipe, "--stage", "10", "--stop_stage", "10", "--systems", "gmot",
+                    "--seeds", "0")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with zipfile.ZipFile(recipe / "exp" / "packed" / "asr_gmot_seed0.zip") as pack:
+        meta = yaml.safe_load(pack.read("meta.yaml"))
+        config = yaml.safe_load(pack.read(meta["yaml_files"]["asr_train_config"]))
+        names = pack.namelist()
+    assert config["model"] == "gmot"
+    teacher = config["model_conf"]["plm_conf"]["name_or_path"]
+    assert "/" not in teacher and not teacher.startswith("exp"), teacher
+    assert any(name.endswith("feats_stats.npz") for name in names), names
+    assert not [n for n in names if n.endswith((".safetensors", "vocab.txt"))], names
+
+
 @pytest.mark.parametrize("options, message", [
     (["--max_epochs", "3"], "unknown option --max_epochs"),
     (["--seeds", "0 x"], "--seeds takes non-negative integers, got 'x'"),

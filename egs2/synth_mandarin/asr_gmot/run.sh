@@ -15,15 +15,17 @@
 #   8 score     CER with sclite (Debian sctk)
 #   9 report    RESULTS.md (CER mean and deviation over seeds, paired bootstrap intervals
 #               against the baseline, homophone-position errors) and coupling heat maps
+#  10 pack      optional (--stop_stage 10): one zip per run in exp/packed/, ESPnet's pack
+#               for Speech2Text.from_pretrained, without the teacher (README, "Sharing a model")
 #
 # Against ESPnet's asr.sh (egs2/TEMPLATE/asr1): stages 1-4 do what a recipe's data
 # preparation and asr.sh's stages 1-5 do (corpus, Kaldi data dirs, features, token
 # list; no speed perturbation), plus the teacher (stage 2), which asr.sh has no stage
 # for; stage 5 = asr.sh's stage 10 (collect stats), 6 = 11 (training), 7 = 12
-# (decoding), 8 = 13 (scoring); 9, the report, is the demo's own. It cannot call
-# asr.sh itself: asr.sh lives in an ESPnet git checkout, under egs2/TEMPLATE, with
-# Kaldi's utils/ and the sctk/sph2pipe tools, and a pip install of ESPnet has none of
-# them; the demo must run after pip alone.
+# (decoding), 8 = 13 (scoring); 9, the report, is the demo's own; 10 = 14 (packing).
+# It cannot call asr.sh itself: asr.sh lives in an ESPnet git checkout, under
+# egs2/TEMPLATE, with Kaldi's utils/ and the sctk/sph2pipe tools, and a pip install
+# of ESPnet has none of them; the demo must run after pip alone.
 #
 # Every Python step of ESPnet runs through `python3 -m espnet_gmot.launch`.
 # Stages reuse finished outputs; --stage/--stop_stage pick a range.
@@ -325,6 +327,25 @@ report() {
     log "  wrote $(pwd)/RESULTS.md"
 }
 
+pack_systems() {  # asr.sh's stage 14 through the launcher (espnet_gmot.bin.pack)
+    local system seed dir model
+    mkdir -p exp/packed
+    for system in ${systems}; do
+      for seed in ${seeds}; do
+        dir=$(run_dir "${system}" "${seed}")
+        model=valid.cer_ctc.ave.pth
+        is_hybrid "${system}" && model=valid.acc.ave.pth
+        [ -f "${dir}/${model}" ] \
+            || { echo "run.sh: ${dir}/${model} does not exist: train and decode first (stages 6-8)" >&2; exit 1; }
+        ${launch} espnet2.bin.pack asr --asr_train_config "${dir}/config.yaml" \
+            --asr_model_file "${dir}/${model}" --option "${stats}/train/feats_stats.npz" \
+            --outpath "exp/packed/${dir#exp/}.zip" > "${dir}/pack.log" 2>&1 \
+            || { echo "packing ${dir} failed; see ${dir}/pack.log" >&2; exit 1; }
+        log "  exp/packed/${dir#exp/}.zip"
+      done
+    done
+}
+
 run_stage 1 corpus make_corpus
 run_stage 2 teacher train_teacher
 run_stage 3 data prepare_data
@@ -334,3 +355,4 @@ run_stage 6 train train_systems
 run_stage 7 decode decode_systems
 run_stage 8 score score_systems
 run_stage 9 report report
+run_stage 10 pack pack_systems
