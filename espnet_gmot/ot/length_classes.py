@@ -106,11 +106,14 @@ class StructureProduct:
         self.shape = (n, m)
         self.source_structure, self.target_structure = source_structure, target_structure
         self.classes: List[Tuple[torch.Tensor, int, int, torch.Tensor, torch.Tensor]] = []
+        self.class_work = self.padded_work  # what the product computes
         if len(classes) > 1:
             device = source_structure.device
+            self.class_work = 0
             for members in classes:
                 n_c = max(source_lengths[i] for i in members)
                 m_c = max(target_lengths[i] for i in members)
+                self.class_work += len(members) * product_work(n_c, m_c)
                 index = torch.tensor(members, device=device)
                 # cut once per solve: the structures do not change between steps
                 self.classes.append((
@@ -120,13 +123,6 @@ class StructureProduct:
                 ))
             order = torch.tensor([i for members in classes for i in members], device=device)
             self.restore = torch.argsort(order)  # class order back to batch order
-        self.class_work = sum(
-            len(members) * product_work(
-                max((source_lengths[i] for i in members), default=0),
-                max((target_lengths[i] for i in members), default=0),
-            )
-            for members in classes
-        ) if len(classes) > 1 else self.padded_work
 
     @property
     def efficiency(self) -> float:
