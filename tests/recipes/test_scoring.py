@@ -48,6 +48,17 @@ def test_homophone_positions_of_a_hand_made_pair():
     assert score.other_error_pct == 20.0
 
 
+def test_homophone_scores_per_utterance_add_up():
+    per_utterance = scoring.utterance_homophone_scores(ALIGNMENTS, SYLLABLES, HOMOPHONES)
+    # U1: positions 他 是 的 师, errors 他 的 师 (two by homophones), others 我 老;
+    # U2: no homophone position, 们->门 among its 3 others.
+    assert per_utterance == {"U1": scoring.HomophoneScore(4, 3, 2, 2, 0),
+                             "U2": scoring.HomophoneScore(0, 0, 0, 3, 1)}
+    assert (per_utterance["U1"].right_syllable, per_utterance["U2"].right_syllable) == (3, 0)
+    assert per_utterance["U1"] + per_utterance["U2"] == scoring.homophone_scores(
+        ALIGNMENTS, SYLLABLES, HOMOPHONES)
+
+
 def test_homophone_scoring_names_an_utterance_the_manifest_does_not_match():
     with pytest.raises(ValueError, match="utterance U2: 3 reference characters but 2 syllables"):
         scoring.homophone_scores(ALIGNMENTS, {**SYLLABLES, "U2": ["wo3", "men5"]}, HOMOPHONES)
@@ -132,8 +143,31 @@ def test_paired_bootstrap_is_paired():
     assert 0.0 <= low <= delta <= high < 0.4
 
 
+def test_paired_bootstrap_of_a_ratio_hand_checked():
+    """Shares whose denominators differ by system: u1 has 2 wrong of 4 for the
+    system and 3 of 3 for the reference, u2 1 of 1 and 1 of 2. Resamples {u1,u1}
+    (probability 1/4): 4/8 - 6/6 = -50 points; {u1,u2} (1/2): 3/5 - 4/5 = -20;
+    {u2,u2} (1/4): 2/2 - 2/4 = +50. The estimate is the full set's -20."""
+    delta, low, high = scoring.paired_bootstrap_ratio([2, 1], [4, 1], [3, 1], [3, 2],
+                                                      num_samples=20000)
+    assert delta == pytest.approx(-20.0)
+    assert (low, high) == pytest.approx((-50.0, 50.0))
+    # Equal denominators: the CER bootstrap, the same resamples.
+    assert scoring.paired_bootstrap_ratio([0, 1], [4, 2], [2, 1], [4, 2], num_samples=500) == \
+        scoring.paired_bootstrap([0, 1], [2, 1], [4, 2], num_samples=500)
+
+
+def test_paired_bootstrap_of_a_ratio_drops_resamples_without_a_total():
+    """u2 has no position for either system: {u2,u2} has no share and is dropped;
+    the others all give 0/2 - 2/2 = -100."""
+    assert scoring.paired_bootstrap_ratio([0, 0], [2, 0], [2, 0], [2, 0], num_samples=400) == (
+        -100.0, -100.0, -100.0)
+    with pytest.raises(ValueError, match="a system's totals sum to 0"):
+        scoring.paired_bootstrap_ratio([0, 0], [0, 0], [1, 0], [1, 1])
+
+
 def test_paired_bootstrap_rejects_unpaired_input():
-    with pytest.raises(ValueError, match="one error count per utterance"):
+    with pytest.raises(ValueError, match="one count and one total per utterance"):
         scoring.paired_bootstrap([1, 2], [1, 2, 3], [4, 4, 4])
     with pytest.raises(ValueError, match="confidence must lie in"):
         scoring.paired_bootstrap([1], [1], [4], confidence=95)

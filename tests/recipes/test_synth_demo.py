@@ -2,6 +2,7 @@
 control, two seeds."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -45,7 +46,7 @@ def run_demo(recipe: Path, *options: str) -> subprocess.CompletedProcess:
 def demo(tmp_path_factory):
     recipe = tmp_path_factory.mktemp("demo") / "asr_gmot"
     shutil.copytree(RECIPE, recipe, ignore=shutil.ignore_patterns(
-        "downloads", "data", "dump", "exp", "couplings", "RESULTS.md"))
+        "downloads", "data", "dump", "exp", "couplings", "RESULTS.md", "teacher_axis"))
     done = run_demo(recipe, "--systems", " ".join(SYSTEMS), "--seeds", " ".join(map(str, SEEDS)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return recipe, done
@@ -148,7 +149,7 @@ def test_rerun_from_scratch_gives_the_same_teacher_models_and_hypotheses(demo, t
     first, _ = demo
     second = tmp_path / "asr_gmot"
     shutil.copytree(RECIPE, second, ignore=shutil.ignore_patterns(
-        "downloads", "data", "dump", "exp", "couplings", "RESULTS.md"))
+        "downloads", "data", "dump", "exp", "couplings", "RESULTS.md", "teacher_axis"))
     done = run_demo(second, "--systems", " ".join(SYSTEMS), "--seeds", "0", "--stop_stage", "7")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -209,6 +210,39 @@ def test_pack_stage_packs_a_run_without_its_teacher(demo):
     assert "/" not in teacher and not teacher.startswith("exp"), teacher
     assert any(name.endswith("feats_stats.npz") for name in names), names
     assert not [n for n in names if n.endswith((".safetensors", "vocab.txt"))], names
+
+
+@pytest.mark.slow
+@demo_test
+def test_teacher_axis_reuses_the_demos_runs_and_trains_the_rest(demo):
+    """local/teacher_axis.py on the tiny demo (stage 2's teacher: 30 steps): the
+    untrained teacher's GM-OT is gmot_control's run and the 30-step one the demo's
+    own; only the 10-step teacher and GM-OT with it are trained. Its table agrees
+    with stage 9's RESULTS.md on the runs they share."""
+    recipe, _ = demo
+    control = json.loads((recipe / "exp" / "teacher_plm_control" / "mlm_eval.json").read_text())
+    assert control["steps"] == 0 and 0.0 <= control["heldout_people_daily"]["accuracy"] < 0.05
+    kept = {run: (recipe / "exp" / run / "valid.cer_ctc.ave.pth").stat().st_mtime_ns
+            for run in ("asr_gmot_seed0", "asr_gmot_control_seed3", "asr_baseline_seed0")}
+    stage9 = results_table((recipe / "RESULTS.md").read_text(encoding="utf-8"))
+    env = dict(os.environ, PATH=PATH, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "local/teacher_axis.py", "--steps", "0 10 30", "--systems", "gmot",
+         "--seeds", "0 3", "--max_epoch", "1"],
+        cwd=recipe, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for run, mtime in kept.items():
+        assert (recipe / "exp" / run / "valid.cer_ctc.ave.pth").stat().st_mtime_ns == mtime, run
+    trained = sorted(p.name for p in (recipe / "exp").glob("asr_gmot_plm_steps-*"))
+    assert trained == ["asr_gmot_plm_steps-10_seed0", "asr_gmot_plm_steps-10_seed3"]
+    assert json.loads((recipe / "exp" / "teacher_plm_steps10" / "mlm_eval.json").read_text())["steps"] == 10
+    axis = (recipe / "teacher_axis" / "RESULTS.md").read_text(encoding="utf-8")
+    test_rows = [line for line in axis[axis.index("## test"):].splitlines() if line.startswith("| GM-OT")]
+    assert [row.split(" | ")[1] for row in test_rows] == ["0", "10", "30"]
+    assert test_rows[0].split(" | ")[3] == stage9[NAMES["gmot_control"]]["test CER (%)"]
+    assert test_rows[2].split(" | ")[3] == stage9[NAMES["gmot"]]["test CER (%)"]
+    assert (recipe / "teacher_axis" / "teacher_strength.png").stat().st_size > 0
+    assert "## Teacher strength" in (recipe / "RESULTS.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("options, message", [

@@ -37,6 +37,13 @@
 # is the untagged run), and writes sweep/RESULTS.md and sweep/<param>.png.
 # Resumable; --report_only redraws. E.g.
 #   python3 local/sweep.py --grid "gw_weight=0,0.1" --seeds "0 1"
+#
+# Teacher-strength axis (after stages 1-5): local/teacher_axis.py trains the teacher
+# at other budgets (--steps, 0 = the untrained control), trains each transfer system
+# with each through stages 6-8 (--tag plm_steps-<N>; stage 2's teacher and
+# gmot_control are the demo's own runs), and relates CER and the wrong-homophone
+# share to the teachers' MLM accuracy in teacher_axis/ and RESULTS.md. E.g.
+#   python3 local/teacher_axis.py --steps "0 400 1600 6400" --seeds "0 1 2"
 set -euo pipefail
 
 stage=1

@@ -46,6 +46,24 @@ def last_epoch_stats(train_log: Path, section: str = "valid") -> dict[str, float
     raise ValueError(f"{train_log}: the last epoch results have no [{section}] section")
 
 
+def embed_section(text: str, heading: str, section: str, before: str = "## Corpus") -> str:
+    """Markdown ``text`` with its section under ``heading`` (a ``## `` line, up to the
+    next ``## `` heading) replaced by ``section``; without one, ``section`` goes in
+    before the ``before`` heading, or at the end."""
+    lines = text.splitlines()
+    new = section.rstrip("\n").splitlines()
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = lines.index(before) if before in lines else len(lines)
+        if start == len(lines) and lines and lines[-1] != "":
+            new = [""] + new
+    if end < len(lines):
+        new.append("")
+    return "\n".join(lines[:start] + new + lines[end:]) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Print the run directories of systems x seeds.")
     parser.add_argument("--exp", type=Path, default=Path("exp"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -130,29 +130,39 @@ class HomophoneScore:
         """Of the homophone positions where the hypothesis has the right syllable
         (the right character or another of its syllable), the share with the
         wrong character: what only context decides, whatever the acoustics got."""
-        right_syllable = self.positions - self.errors + self.homophone_substitutions
-        return self.percent(self.homophone_substitutions, right_syllable)
+        return self.percent(self.homophone_substitutions, self.right_syllable)
 
     @property
     def other_error_pct(self) -> float:
         return self.percent(self.other_errors, self.other_positions)
 
+    def __add__(self, other: "HomophoneScore") -> "HomophoneScore":
+        return HomophoneScore(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
-def homophone_scores(
+    @property
+    def right_syllable(self) -> int:
+        """Homophone positions whose hypothesis has the right syllable (the right
+        character or another of its syllable)."""
+        return self.positions - self.errors + self.homophone_substitutions
+
+
+def utterance_homophone_scores(
     alignments: Mapping[str, Sequence[Pair]],
     syllables: Mapping[str, Sequence[str]],
     homophones: Mapping[str, set[str]],
-) -> HomophoneScore:
+) -> dict[str, HomophoneScore]:
     """Score the reference characters of every aligned utterance by whether
     their syllable (``syllables[utt]``, one per reference character) is shared
-    by several characters of ``homophones`` (syllable -> characters)."""
-    positions = errors = by_homophone = other_positions = other_errors = 0
+    by several characters of ``homophones`` (syllable -> characters); one score
+    per utterance."""
+    scores = {}
     for utt, pairs in alignments.items():
         aligned = [(r, h) for r, h in pairs if r is not None]
         if utt not in syllables or len(syllables[utt]) != len(aligned):
             raise ValueError(f"utterance {utt}: {len(aligned)} reference characters but "
                              f"{len(syllables.get(utt, ()))} syllables in the corpus manifest; "
                              "is the manifest the one this data was prepared from?")
+        positions = errors = by_homophone = other_positions = other_errors = 0
         for (ref, hyp), syllable in zip(aligned, syllables[utt]):
             shared = homophones.get(syllable, {ref})
             if len(shared) > 1:
@@ -162,7 +172,18 @@ def homophone_scores(
             else:
                 other_positions += 1
                 other_errors += hyp != ref
-    return HomophoneScore(positions, errors, by_homophone, other_positions, other_errors)
+        scores[utt] = HomophoneScore(positions, errors, by_homophone, other_positions, other_errors)
+    return scores
+
+
+def homophone_scores(
+    alignments: Mapping[str, Sequence[Pair]],
+    syllables: Mapping[str, Sequence[str]],
+    homophones: Mapping[str, set[str]],
+) -> HomophoneScore:
+    """:func:`utterance_homophone_scores` summed over the utterances."""
+    return sum(utterance_homophone_scores(alignments, syllables, homophones).values(),
+               HomophoneScore(0, 0, 0, 0, 0))
 
 
 def paired_bootstrap(
@@ -174,33 +195,58 @@ def paired_bootstrap(
     seed: int = 0,
 ) -> tuple[float, float, float]:
     """CER difference (system - baseline, in points) and its percentile bootstrap
-    interval over utterances.
+    interval over utterances: :func:`paired_bootstrap_ratio` with the reference
+    lengths as both systems' denominators, ``100 (sum e_sys - sum e_base) / sum n``.
+    Errors may be averages over seeds. Returns ``(difference, low, high)``."""
+    return paired_bootstrap_ratio(system_errors, ref_lengths, baseline_errors, ref_lengths,
+                                  num_samples, confidence, seed)
 
-    Each resample draws as many utterances as there are, with replacement, the
-    same ones for both systems (paired), and computes the corpus-level
-    difference ``100 (sum e_sys - sum e_base) / sum n`` on them. Errors may be
-    averages over seeds. Returns ``(difference, low, high)``.
+
+def paired_bootstrap_ratio(
+    system_counts: Sequence[float],
+    system_totals: Sequence[float],
+    baseline_counts: Sequence[float],
+    baseline_totals: Sequence[float],
+    num_samples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Difference of two corpus-level percentages, ``100 (sum c_sys / sum t_sys -
+    sum c_base / sum t_base)``, and its percentile bootstrap interval over utterances.
+
+    One count and one total per utterance and system (e.g. wrong homophones of
+    the positions with the right syllable, whose number depends on the
+    hypothesis); each resample draws as many utterances as there are, with
+    replacement, the same ones for both systems (paired). A resample whose
+    totals are 0 for a system has no percentage and is dropped. Returns
+    ``(difference, low, high)``.
     """
-    system_errors = np.asarray(system_errors, dtype=np.float64)
-    baseline_errors = np.asarray(baseline_errors, dtype=np.float64)
-    ref_lengths = np.asarray(ref_lengths, dtype=np.float64)
-    if not (system_errors.shape == baseline_errors.shape == ref_lengths.shape) or system_errors.ndim != 1:
-        raise ValueError("paired_bootstrap needs one error count per utterance for both systems "
-                         f"and one reference length each; got shapes {system_errors.shape}, "
-                         f"{baseline_errors.shape}, {ref_lengths.shape}")
+    arrays = [np.asarray(a, dtype=np.float64)
+              for a in (system_counts, system_totals, baseline_counts, baseline_totals)]
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1 or arrays[0].size == 0:
+        raise ValueError("a paired bootstrap needs one count and one total per utterance for both "
+                         f"systems; got shapes {', '.join(str(a.shape) for a in arrays)}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    difference = system_errors - baseline_errors
-    estimate = 100.0 * difference.sum() / ref_lengths.sum()
+    if any(a.sum() <= 0 for a in arrays[1::2]):
+        raise ValueError("a system's totals sum to 0: there is no percentage to compare")
+    ours, our_totals, theirs, their_totals = arrays
+
+    def difference(index):  # the percentage difference on resamples of utterances
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 100.0 * (ours[index].sum(-1) / our_totals[index].sum(-1)
+                            - theirs[index].sum(-1) / their_totals[index].sum(-1))
+
+    estimate = float(difference(np.arange(ours.size)))
     rng = np.random.default_rng(seed)
     samples = np.empty(num_samples)
-    chunk = max(1, 2_000_000 // max(1, len(difference)))  # bounded memory on large sets
+    chunk = max(1, 2_000_000 // ours.size)  # bounded memory on large sets
     for start in range(0, num_samples, chunk):
         stop = min(num_samples, start + chunk)
-        index = rng.integers(0, len(difference), size=(stop - start, len(difference)))
-        samples[start:stop] = 100.0 * difference[index].sum(1) / ref_lengths[index].sum(1)
+        samples[start:stop] = difference(rng.integers(0, ours.size, size=(stop - start, ours.size)))
+    samples = samples[np.isfinite(samples)]  # at most (1 - 1/n)^n < 37% of them
     low, high = np.quantile(samples, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
-    return float(estimate), float(low), float(high)
+    return estimate, float(low), float(high)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -349,6 +349,32 @@ def evaluate_mlm(model, sequences, vocab_size: int, seed: int, batch_size: int, 
     }
 
 
+def encode_texts(text: PretrainingText, vocab: Sequence[str], max_position_embeddings: int):
+    """``(train_ids, heldout_ids, corpus_eval_ids, frequent_id)``: the texts as token ids
+    (one length cap for all) and the most frequent training character."""
+    token_to_id = {token: index for index, token in enumerate(vocab)}
+    longest = max(len(t) for t in [*text.train, *text.heldout, *text.corpus_eval])
+    max_len = min(longest + 2, max_position_embeddings)
+    train_ids = encode(text.train, token_to_id, max_len)
+    heldout_ids = encode(text.heldout, token_to_id, max_len)
+    corpus_eval_ids = encode(text.corpus_eval, token_to_id, max_len)
+    char_counts = collections.Counter(i for seq in train_ids for i in seq[1:-1])
+    return train_ids, heldout_ids, corpus_eval_ids, char_counts.most_common(1)[0][0]
+
+
+def evaluate_teacher(model, heldout_ids, corpus_eval_ids, vocab, frequent_id: int, seed: int) -> dict:
+    """``mlm_eval.json``'s accuracies: held-out People's Daily clauses and the corpus's
+    dev/test sentences, each with its own fixed masks (the same for every teacher)."""
+    eval_batch = 256
+    return {
+        "heldout_people_daily": evaluate_mlm(model, heldout_ids, len(vocab), seed + 1, eval_batch, frequent_id),
+        "corpus_dev_test_sentences": evaluate_mlm(
+            model, corpus_eval_ids, len(vocab), seed + 2, eval_batch, frequent_id
+        ) if corpus_eval_ids else None,
+        "frequent_char": vocab[frequent_id],
+    }
+
+
 def check_tokenizer(tokenizer, vocab: Sequence[str], samples: Sequence[str]) -> None:
     """Fail loudly unless the tokenizer reproduces our own character encoding."""
     if len(tokenizer) != len(vocab):
@@ -483,14 +509,8 @@ def train_teacher(args: argparse.Namespace) -> dict:
     random.seed(args.seed)
 
     vocab = build_vocab(text.train, text.corpus_chars, args.vocab_size)
-    token_to_id = {token: index for index, token in enumerate(vocab)}
-    longest = max(len(t) for t in [*text.train, *text.heldout, *text.corpus_eval])
-    max_len = min(longest + 2, args.max_position_embeddings)
-    train_ids = encode(text.train, token_to_id, max_len)
-    heldout_ids = encode(text.heldout, token_to_id, max_len)
-    corpus_eval_ids = encode(text.corpus_eval, token_to_id, max_len)
-    char_counts = collections.Counter(i for seq in train_ids for i in seq[1:-1])
-    frequent_id = char_counts.most_common(1)[0][0]
+    train_ids, heldout_ids, corpus_eval_ids, frequent_id = encode_texts(
+        text, vocab, args.max_position_embeddings)
     print(f"using {num_threads} torch thread(s)")
     print(
         f"pretraining text: {len(text.train)} sequences "
@@ -567,13 +587,8 @@ def train_teacher(args: argparse.Namespace) -> dict:
             running_n = 0
     train_seconds = time.time() - started
 
-    eval_batch = 256
     summary = {
-        "heldout_people_daily": evaluate_mlm(model, heldout_ids, len(vocab), args.seed + 1, eval_batch, frequent_id),
-        "corpus_dev_test_sentences": evaluate_mlm(
-            model, corpus_eval_ids, len(vocab), args.seed + 2, eval_batch, frequent_id
-        ) if corpus_eval_ids else None,
-        "frequent_char": vocab[frequent_id],
+        **evaluate_teacher(model, heldout_ids, corpus_eval_ids, vocab, frequent_id, args.seed),
         "steps": step,
         "epochs_started": epoch,
         "train_minutes": round(train_seconds / 60.0, 2),
@@ -629,15 +644,24 @@ def train_teacher(args: argparse.Namespace) -> dict:
     return summary
 
 
-def write_control_teacher(teacher_dir: Path, control_dir: Path, seed: int) -> None:
-    """Save an untrained copy of the teacher in ``teacher_dir`` to ``control_dir``:
+def write_control_teacher(args: argparse.Namespace) -> None:
+    """Save an untrained copy of the teacher in ``--out_dir`` to ``--control_dir``:
     the same ``config.json`` and tokenizer, weights drawn by BERT's own
-    initialisation with ``seed``.  Kept when it was made from this very teacher."""
+    initialisation with ``--control_seed``, and its ``mlm_eval.json`` (an
+    untrained masked-LM head of that seed: the accuracy of knowing nothing, the
+    first point of the demo's teacher-strength axis).  Kept when it was made from
+    this very teacher."""
+    teacher_dir, control_dir, seed = Path(args.out_dir), Path(args.control_dir), args.control_seed
     marker = control_dir / DONE_MARKER
     record = {"teacher_config": json.loads((teacher_dir / DONE_MARKER).read_text(encoding="utf-8")),
               "control_seed": seed, "format_version": FORMAT_VERSION}
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == record:
-        print(f"control teacher already in {control_dir} (same teacher and seed); nothing to do")
+        if (control_dir / "mlm_eval.json").is_file():
+            print(f"control teacher already in {control_dir} (same teacher and seed); nothing to do")
+            return
+        # Made before controls were evaluated: the weights stay, the evaluation is added.
+        atomic_write_json(control_dir / "mlm_eval.json", evaluate_control(args, control_dir, teacher_dir))
+        print(f"evaluated the control teacher in {control_dir}")
         return
 
     import torch
@@ -650,6 +674,7 @@ def write_control_teacher(teacher_dir: Path, control_dir: Path, seed: int) -> No
     torch.manual_seed(seed)
     BertModel(BertConfig.from_pretrained(str(teacher_dir))).save_pretrained(partial)
     BertTokenizer.from_pretrained(str(teacher_dir)).save_pretrained(partial)
+    atomic_write_json(partial / "mlm_eval.json", evaluate_control(args, partial, teacher_dir))
     atomic_write_json(partial / DONE_MARKER, record)
     if control_dir.exists():
         shutil.rmtree(control_dir)
@@ -657,11 +682,37 @@ def write_control_teacher(teacher_dir: Path, control_dir: Path, seed: int) -> No
     print(f"saved the untrained control teacher (seed {seed}) to {control_dir}")
 
 
+def evaluate_control(args: argparse.Namespace, control_dir: Path, teacher_dir: Path) -> dict:
+    """The control's held-out MLM accuracy, with the teacher's vocabulary, masks and
+    texts: its saved encoder under a masked-LM head initialised with ``--control_seed``."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    torch.set_num_threads(args.num_threads)
+    vocab = (teacher_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    _, heldout_ids, corpus_eval_ids, frequent_id = encode_texts(
+        load_texts(args), vocab, args.max_position_embeddings)
+    torch.manual_seed(args.control_seed)
+    model = BertForMaskedLM(BertConfig.from_pretrained(str(control_dir)))
+    encoder = BertModel.from_pretrained(str(control_dir))
+    model.bert.load_state_dict(
+        {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")})
+    summary = {
+        **evaluate_teacher(model, heldout_ids, corpus_eval_ids, vocab, frequent_id, args.seed),
+        "steps": 0,
+        "mlm_head": f"untrained, initialised with seed {args.control_seed}",
+        "vocab_size": len(vocab),
+    }
+    accuracy = summary["heldout_people_daily"]["accuracy"]
+    print(f"control teacher: held-out MLM accuracy {accuracy:.3f} (untrained)", flush=True)
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_arg_parser().parse_args(argv)
     train_teacher(args)
     if args.control_dir is not None:
-        write_control_teacher(args.out_dir, args.control_dir, args.control_seed)
+        write_control_teacher(args)
 
 
 if __name__ == "__main__":
