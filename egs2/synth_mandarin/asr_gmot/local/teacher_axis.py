@@ -166,6 +166,9 @@ class AxisRun:
         return command + list(passthrough)
 
 
+BASELINE = AxisRun("baseline", "", "")  # the stock baseline's untagged runs, the reference
+
+
 def config_path(recipe: Path, system: str) -> Path:
     return recipe / "conf" / f"train_asr_{system}.yaml"
 
@@ -227,15 +230,26 @@ class Interval:
         return f"{self.difference:+.1f} ({self.low:+.1f}, {self.high:+.1f})"
 
 
+@dataclass
+class HomophoneCounts:
+    """Per utterance, averaged over seeds: wrong homophones, and homophone positions
+    with the right syllable (the share's denominator, which depends on the hypothesis)."""
+
+    utts: list[str]
+    wrong_homophone: np.ndarray
+    right_syllable: np.ndarray
+
+
 class Scored:
-    """One system's runs over seeds: CER and homophone choice per utterance."""
+    """One system's runs over seeds: CER and the homophone choice, per seed and per
+    utterance."""
 
     def __init__(self, runs: SystemRuns, sets: Sequence[str], syllables, homophones):
         self.runs = runs
-        self.cer = runs.cer
-        self.share: dict[str, list[float]] = {}        # set -> per seed, %
-        self.position_errors: dict[str, list[float]] = {}
-        self.counts: dict[str, dict[str, np.ndarray]] = {}  # set -> name -> per utterance
+        self.cer = runs.cer                                   # set -> per seed, %
+        self.share: dict[str, list[float]] = {}               # set -> per seed, %
+        self.position_errors: dict[str, list[float]] = {}     # set -> per seed, %
+        self.counts: dict[str, HomophoneCounts] = {}
         for s in sets:
             per_seed = [utterance_homophone_scores(a, syllables, homophones)
                         for a in runs.alignments[s]]
@@ -243,16 +257,13 @@ class Scored:
             self.share[s] = [t.homophone_choice_error_pct for t in totals]
             self.position_errors[s] = [t.error_pct for t in totals]
             utts = sorted(per_seed[0])
-            self.counts[s] = {
-                "wrong_homophone": np.mean([[x[u].homophone_substitutions for u in utts]
-                                            for x in per_seed], axis=0),
-                "right_syllable": np.mean([[x[u].right_syllable for u in utts] for x in per_seed],
-                                          axis=0),
-            }
-            self.counts[s]["utts"] = utts
+            self.counts[s] = HomophoneCounts(
+                utts,
+                np.mean([[x[u].homophone_substitutions for u in utts] for x in per_seed], axis=0),
+                np.mean([[x[u].right_syllable for u in utts] for x in per_seed], axis=0))
 
     def cer_against(self, other: "Scored", set_name: str) -> Interval:
-        utts = self.counts[set_name]["utts"]
+        utts = self.counts[set_name].utts
         ours, lengths = self.runs.utterance_errors(set_name, utts)
         theirs, _ = other.runs.utterance_errors(set_name, utts)
         return Interval(*paired_bootstrap(ours, theirs, lengths, BOOTSTRAP_SAMPLES))
@@ -261,12 +272,12 @@ class Scored:
         """None where either system never has the right syllable at a homophone
         position (no share to compare)."""
         ours, theirs = self.counts[set_name], other.counts[set_name]
-        if ours["utts"] != theirs["utts"]:
+        if ours.utts != theirs.utts:
             raise AxisError(f"{set_name}: the runs decoded different utterances; rerun stages 7-8")
-        if not (ours["right_syllable"].sum() and theirs["right_syllable"].sum()):
+        if not (ours.right_syllable.sum() and theirs.right_syllable.sum()):
             return None
-        return Interval(*paired_bootstrap_ratio(ours["wrong_homophone"], ours["right_syllable"],
-                                                theirs["wrong_homophone"], theirs["right_syllable"],
+        return Interval(*paired_bootstrap_ratio(ours.wrong_homophone, ours.right_syllable,
+                                                theirs.wrong_homophone, theirs.right_syllable,
                                                 BOOTSTRAP_SAMPLES))
 
 
@@ -482,7 +493,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", default="0 1 2", help="ESPnet seeds of every system")
     parser.add_argument("--seeds_of", action="append", default=[], metavar="SYSTEM=SEEDS",
                         help="other seeds for one system (or the baseline), e.g. otbert=0,1")
-    parser.add_argument("--out_dir", type=Path, default=Path("teacher_axis"),
+    parser.add_argument("--out_dir", type=Path, default=RECIPE / "teacher_axis",
                         help="where RESULTS.md and the plot go")
     parser.add_argument("--results", type=Path, default=RECIPE / "RESULTS.md",
                         help="the demo's RESULTS.md, whose teacher-strength section is replaced")
@@ -529,7 +540,7 @@ def axis(args) -> None:
 
     if not args.report_only:
         check_prerequisites(args.exp, sets)
-        for run, system in [(AxisRun("baseline", "", ""), "baseline"),
+        for run, system in [(BASELINE, "baseline"),
                             *((r, s) for (s, _), r in runs.items())]:
             for seed in seeds[system]:
                 directory = run_dir(args.exp, run.system, seed, run.tag)
@@ -542,7 +553,7 @@ def axis(args) -> None:
             if n not in (0, stage2_steps):
                 call(teacher_command(stage2, n, python, teacher_path(n, stage2_steps)), recipe,
                      f"teacher of {n} steps")
-        call(AxisRun("baseline", "", "").command(seeds["baseline"], passthrough), recipe, "baseline")
+        call(BASELINE.command(seeds["baseline"], passthrough), recipe, "baseline")
         for (system, n), run in runs.items():
             call(run.command(seeds[system], passthrough), recipe, f"{system} with {n} steps")
 
@@ -573,7 +584,7 @@ def axis(args) -> None:
         except ValueError as error:
             raise AxisError(str(error)) from None
 
-    baseline = scored(AxisRun("baseline", "", ""), "baseline")
+    baseline = scored(BASELINE, "baseline")
     levels = [Level(n, teacher_path(n, stage2_steps), mlm_accuracy(recipe, teacher_path(n, stage2_steps)),
                     {s: scored(runs[s, n], s) for s in systems}, {s: runs[s, n] for s in systems})
               for n in steps]
@@ -583,9 +594,10 @@ def axis(args) -> None:
     standalone = section.replace(SECTION, "# Teacher strength", 1).replace("\n### ", "\n## ")
     atomic_write_text(args.out_dir / "RESULTS.md", standalone + "\n")
     if args.results.exists():
-        relative = Path(*args.out_dir.resolve().relative_to(args.results.resolve().parent).parts) \
-            if args.out_dir.resolve().is_relative_to(args.results.resolve().parent) else args.out_dir.resolve()
-        embedded = section.replace(f"]({PLOT})", f"]({(relative / PLOT).as_posix()})")
+        picture, beside = (args.out_dir / PLOT).resolve(), args.results.resolve().parent
+        if picture.is_relative_to(beside):
+            picture = picture.relative_to(beside)
+        embedded = section.replace(f"]({PLOT})", f"]({picture.as_posix()})")
         atomic_write_text(args.results, embed_section(args.results.read_text(encoding="utf-8"),
                                                       SECTION, embedded))
     print(f"teacher_axis: wrote {(args.out_dir / 'RESULTS.md').resolve()} and the plot", flush=True)
