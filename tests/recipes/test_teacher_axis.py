@@ -20,29 +20,14 @@ import train_teacher_plm  # noqa: E402
 from corpus_common import ManifestRow, write_manifest  # noqa: E402
 from runs import embed_section  # noqa: E402
 
-UTT2SPK = {"U1": "S1", "U2": "S2"}
-REFERENCES = {"U1": "他是老师", "U2": "我们好"}
-PINYIN = {"U1": "ta1 shi4 lao3 shi1", "U2": "wo3 men5 hao3"}
+from tests.recipes.results_standin import PINYIN, REFERENCES, UTT2SPK, sclite_result, table  # noqa: E402
+
 # Stage 2's marker: what train_teacher_plm.py records (the parser's options but the
 # paths, and the text digests).
 STAGE2 = {**{key: value for key, value in vars(train_teacher_plm.build_arg_parser().parse_args(
     ["--out_dir", "x"])).items() if key not in ("log_every", "out_dir", "pd_corpus", "corpus_manifest",
                                                  "exclude_sentences", "control_dir", "control_seed")},
           "train_text_sha256": "a" * 64, "heldout_text_sha256": "b" * 64, "format_version": 1}
-
-
-def sclite_result(hypotheses: dict) -> str:
-    """An sclite report of substitution-only hypotheses: the Sum/Avg line and the
-    alignment dump that write_results.SystemRuns reads."""
-    errors = sum(r != h for utt, hyp in hypotheses.items() for r, h in zip(REFERENCES[utt], hyp))
-    characters = sum(len(r) for r in REFERENCES.values())
-    lines = ["|  SPKR  |  # Snt  # Wrd  | Corr    Sub    Del    Ins    Err  S.Err |",
-             f"| Sum/Avg|    2     {characters}  | 90.0    8.0    2.0    1.0   "
-             f"{100.0 * errors / characters:.1f}  50.0 |"]
-    for utt, hyp in hypotheses.items():
-        lines += [f"id: ({UTT2SPK[utt].lower()}-{utt.lower()})", "Scores: (#C #S #D #I) 0 0 0 0",
-                  "REF:  " + " ".join(REFERENCES[utt]), "HYP:  " + " ".join(hyp), ""]
-    return "\n".join(lines) + "\n"
 
 
 def make_teacher(recipe: Path, path: str, steps: int, heldout: float, corpus: float,
@@ -112,17 +97,6 @@ def report(recipe: Path, *options: str):
     return (recipe / "teacher_axis" / "RESULTS.md").read_text(encoding="utf-8")
 
 
-def rows(markdown: str, heading: str) -> list[str]:
-    lines = markdown[markdown.index(heading):].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
-    found = []
-    for line in lines[start + 2:]:
-        if not line.startswith("| "):
-            break
-        found.append(line)
-    return found
-
-
 def test_each_teacher_is_the_demos_run_where_there_is_one():
     recipe = teacher_axis.RECIPE
     run = teacher_axis.axis_run
@@ -162,7 +136,7 @@ def test_teacher_command_is_stage_2s_but_for_the_steps():
 def test_tables_intervals_and_reading_from_hand_made_runs(recipe):
     results = report(recipe)
     assert results.startswith("# Teacher strength\n\nWritten by `local/teacher_axis.py`.")
-    assert rows(results, "## Teachers") == [
+    assert table(results, "## Teachers") == [
         "| 0 | 0.0 | 0.000 | 0.000 | exp/teacher_plm_control |",
         "| 400 | 0.5 | 0.044 | 0.030 | exp/teacher_plm_steps400 |",
         "| 1600 | 2.0 | 0.176 | 0.136 | exp/teacher_plm |",
@@ -171,7 +145,7 @@ def test_tables_intervals_and_reading_from_hand_made_runs(recipe):
     # homophone given the right syllable: 2 of 2, 1 of 2, 1 of 2, 0 of 2. Two
     # utterances: a resample is {U1,U1}, {U1,U2} or {U2,U2}; U2 has no homophone
     # position, so {U2,U2} has no share and is dropped.
-    assert rows(results, "## test") == [
+    assert table(results, "## test") == [
         "| Conformer-CTC (stock ESPnet) | - | - | 28.6 | - | - | 100.0 | 100.0 | - | - |",
         "| GM-OT | 0 | 0.000 | 14.3 | -14.3 (-25.0, +0.0) | - | 50.0 | 50.0 | -50.0 (-50.0, -50.0) | - |",
         "| GM-OT | 400 | 0.044 | 14.3 | -14.3 (-25.0, +0.0) | +0.0 (+0.0, +0.0) | 50.0 | 50.0 "
@@ -203,7 +177,7 @@ def test_several_seeds_average_per_utterance(recipe):
     make_run(exp, "asr_gmot_plm_steps-400", "exp/teacher_plm_steps400", "他是老诗", seed=1)
     make_run(exp, "asr_gmot", "exp/teacher_plm", "他是老师", seed=1)
     results = report(recipe, "--seeds", "0 1")
-    test = rows(results, "## test")
+    test = table(results, "## test")
     # baseline: 28.6 and 0.0 -> 14.3 ± 20.2; shares 100 and 0 -> 50.0 ± 70.7
     assert test[0] == ("| Conformer-CTC (stock ESPnet) | - | - | 14.3 ± 20.2 | - | - | 50.0 ± 70.7 "
                        "| 50.0 ± 70.7 | - | - |")
@@ -213,7 +187,7 @@ def test_several_seeds_average_per_utterance(recipe):
     # --seeds_of gives a system its own seeds
     results = report(recipe, "--seeds", "0 1", "--seeds_of", "gmot=1")
     assert "Conformer-CTC (stock ESPnet) seeds 0, 1; GM-OT seeds 1." in results
-    assert rows(results, "## test")[1].startswith("| GM-OT | 0 | 0.000 | 28.6 | +14.3 ")
+    assert table(results, "## test")[1].startswith("| GM-OT | 0 | 0.000 | 28.6 | +14.3 ")
 
 
 def test_a_system_without_a_right_syllable_has_no_share(recipe):
@@ -221,7 +195,7 @@ def test_a_system_without_a_right_syllable_has_no_share(recipe):
     wrong-homophone share, and nothing to compare shares with."""
     shutil.rmtree(recipe / "exp" / "asr_baseline_seed0")
     make_run(recipe / "exp", "asr_baseline", None, "不是老人")
-    test = rows(report(recipe), "## test")
+    test = table(report(recipe), "## test")
     assert test[0] == "| Conformer-CTC (stock ESPnet) | - | - | 28.6 | - | - | 100.0 | - | - | - |"
     assert test[3] == ("| GM-OT | 1600 | 0.176 | 0.0 | -28.6 (-50.0, +0.0) | -14.3 (-25.0, +0.0) "
                        "| 0.0 | 0.0 | - | -50.0 (-50.0, -50.0) |")

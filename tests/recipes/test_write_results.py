@@ -15,10 +15,7 @@ sys.path.insert(0, str(LOCAL_DIR))
 
 from corpus_common import ManifestRow, write_manifest  # noqa: E402
 
-UTT2SPK = {"U1": "S1", "U2": "S2"}
-REFERENCES = {"U1": "他是老师", "U2": "我们好"}
-PINYIN = {"U1": "ta1 shi4 lao3 shi1", "U2": "wo3 men5 hao3"}
-
+from tests.recipes.results_standin import PINYIN, REFERENCES, UTT2SPK, sclite_result, table  # noqa: E402
 
 @pytest.fixture(scope="module")
 def write_results():
@@ -26,20 +23,6 @@ def write_results():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def sclite_result(hypotheses: dict) -> str:
-    """An sclite report of substitution-only hypotheses (same length as the
-    references): the Sum/Avg line and the alignment dump write_results reads."""
-    errors = sum(r != h for utt, hyp in hypotheses.items() for r, h in zip(REFERENCES[utt], hyp))
-    characters = sum(len(r) for r in REFERENCES.values())
-    err = 100.0 * errors / characters
-    lines = ["|  SPKR  |  # Snt  # Wrd  | Corr    Sub    Del    Ins    Err  S.Err |",
-             f"| Sum/Avg|    2     {characters}  | 90.0    8.0    2.0    1.0   {err:.1f}  50.0 |"]
-    for utt, hyp in hypotheses.items():
-        lines += [f"id: ({UTT2SPK[utt].lower()}-{utt.lower()})", "Scores: (#C #S #D #I) 0 0 0 0",
-                  "REF:  " + " ".join(REFERENCES[utt]), "HYP:  " + " ".join(hyp), ""]
-    return "\n".join(lines) + "\n"
 
 
 def make_run(exp: Path, system: str, config: dict, hypotheses: dict, parameters: int = 2,
@@ -67,19 +50,6 @@ def run(write_results, monkeypatch, tmp_path, systems, *options):
                                       "--systems", systems, "--output", str(output), *options])
     write_results.main()
     return output.read_text(encoding="utf-8")
-
-
-def table(results: str, heading: str) -> list[str]:
-    """The rows of the table under ``heading`` (the first table for "")."""
-    text = results[results.index(heading):] if heading else results
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("| "):
-            break
-        rows.append(line)
-    return rows
 
 
 SAME = {"dev": {"U1": "他是老师", "U2": "我们好"}, "test": {"U1": "他是老师", "U2": "我们好"}}
