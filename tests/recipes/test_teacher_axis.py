@@ -17,10 +17,15 @@ sys.path.insert(0, str(LOCAL_DIR))
 
 import teacher_axis  # noqa: E402
 import train_teacher_plm  # noqa: E402
-from corpus_common import ManifestRow, write_manifest  # noqa: E402
 from runs import embed_section  # noqa: E402
 
-from tests.recipes.results_standin import PINYIN, REFERENCES, UTT2SPK, sclite_result, table  # noqa: E402
+from tests.recipes.results_standin import (  # noqa: E402
+    REFERENCES,
+    UTT2SPK,
+    sclite_result,
+    table,
+    write_homophone_manifest,
+)
 
 # Stage 2's marker: what train_teacher_plm.py records (the parser's options but the
 # paths, and the text digests).
@@ -78,13 +83,7 @@ def recipe(tmp_path):
         data = recipe / "data" / set_name
         data.mkdir(parents=True)
         (data / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in UTT2SPK.items()))
-    manifest = recipe / teacher_axis.MANIFEST
-    manifest.parent.mkdir(parents=True)
-    write_manifest(manifest, [
-        ManifestRow(utt, "test", UTT2SPK[utt], "x", 1, REFERENCES[utt], REFERENCES[utt],
-                    PINYIN[utt], "wav/x.wav", 1.0) for utt in REFERENCES
-    ] + [ManifestRow("T1", "train", "S9", "y", 1, "她写诗", "她 写 诗", "ta1 xie3 shi1",
-                     "wav/y.wav", 1.0)])
+    write_homophone_manifest(recipe / teacher_axis.MANIFEST)
     (recipe / "RESULTS.md").write_text("# Results\n\n## Errors at homophone positions\n\n"
                                        "| a |\n\n## Corpus\n\nfacts\n")
     return recipe

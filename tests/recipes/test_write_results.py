@@ -13,9 +13,13 @@ import yaml
 LOCAL_DIR = Path(__file__).parents[2] / "egs2" / "synth_mandarin" / "asr_gmot" / "local"
 sys.path.insert(0, str(LOCAL_DIR))
 
-from corpus_common import ManifestRow, write_manifest  # noqa: E402
+from tests.recipes.results_standin import (  # noqa: E402
+    UTT2SPK,
+    sclite_result,
+    table,
+    write_homophone_manifest,
+)
 
-from tests.recipes.results_standin import PINYIN, REFERENCES, UTT2SPK, sclite_result, table  # noqa: E402
 
 @pytest.fixture(scope="module")
 def write_results():
@@ -126,15 +130,7 @@ def test_seeds_intervals_and_homophones(write_results, monkeypatch, tmp_path):
     for (system, seed), test_hyps in hyps.items():
         make_run(exp, system, {"model": "espnet" if system == "baseline" else "gmot"},
                  {"test": test_hyps}, seed=seed, seconds=10 + seed)
-    manifest = tmp_path / "downloads" / "data_aishell" / "manifest.tsv"
-    manifest.parent.mkdir(parents=True)
-    # A train sentence adds 她 (ta1) and 诗 (shi1): 他 and 师 become homophone
-    # positions; 是 老 我 们 好 have their syllables to themselves.
-    write_manifest(manifest, [
-        ManifestRow(utt, "test", UTT2SPK[utt], "x", 1, REFERENCES[utt], REFERENCES[utt],
-                    PINYIN[utt], "wav/x.wav", 1.0) for utt in REFERENCES
-    ] + [ManifestRow("T1", "train", "S9", "y", 1, "她写诗", "她 写 诗", "ta1 xie3 shi1",
-                     "wav/y.wav", 1.0)])
+    write_homophone_manifest(tmp_path / "downloads" / "data_aishell" / "manifest.tsv")
     results = run(write_results, monkeypatch, tmp_path, "baseline gmot gmot_control",
                   "--seeds", "0 1", "--sets", "test")
     # CER per seed: baseline 28.6 / 14.3, GM-OT 0.0 / 14.3, control 14.3 / 14.3.
