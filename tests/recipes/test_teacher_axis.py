@@ -153,8 +153,8 @@ def test_tables_intervals_and_reading_from_hand_made_runs(recipe):
         "| -100.0 (-100.0, -100.0) | -50.0 (-50.0, -50.0) |",
     ]
     assert ("- GM-OT, test: wrong-homophone share below the untrained teacher's (95% interval "
-            "under 0) with 1600 steps (MLM 0.176); CER below the untrained teacher's with no "
-            "teacher.") in results
+            "under 0) with 1600 steps (MLM 0.176); CER below the untrained teacher's with none "
+            "of the trained teachers.") in results
     assert ("Runs: GM-OT with exp/teacher_plm_control: exp/asr_gmot_control_seed<seed>; GM-OT with "
             "exp/teacher_plm_steps400: exp/asr_gmot_plm_steps-400_seed<seed>; GM-OT with "
             "exp/teacher_plm: exp/asr_gmot_seed<seed>.") in results

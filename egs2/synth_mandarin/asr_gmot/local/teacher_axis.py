@@ -323,7 +323,7 @@ def below_zero(interval: Interval | None) -> bool:
 
 def at_steps(levels: Sequence[Level]) -> str:
     return ", ".join(f"{lv.steps} steps (MLM {lv.accuracy['heldout']:.3f})" for lv in levels) \
-        or "no teacher"
+        or "none of the trained teachers"
 
 
 def reading_lines(levels: Sequence[Level], systems, sets) -> list[str]:
