@@ -33,7 +33,10 @@ the machine's speed and load.
 With ``--control_dir``, the control teacher is written there too: the same
 architecture, configuration and tokenizer with untrained (randomly
 initialised) weights, so that a GM-OT system reading it runs the same
-adapter, losses and solver with no linguistic knowledge.
+adapter, losses and solver with no linguistic knowledge; its
+``mlm_eval.json`` scores it under an untrained masked-LM head, with the
+teacher's held-out texts and masks (the first point of
+``local/teacher_axis.py``'s teacher-strength axis).
 """
 
 from __future__ import annotations
