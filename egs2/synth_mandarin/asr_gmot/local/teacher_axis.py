@@ -251,6 +251,8 @@ class Scored:
         self.share: dict[str, list[float]] = {}               # set -> per seed, %
         self.position_errors: dict[str, list[float]] = {}     # set -> per seed, %
         self.counts: dict[str, HomophoneCounts] = {}
+        # (metric, other, set) -> interval: the table and the reading ask for the same ones
+        self._intervals: dict[tuple, Interval | None] = {}
         for s in sets:
             per_seed = [utterance_homophone_scores(a, syllables, homophones)
                         for a in runs.alignments[s]]
@@ -264,14 +266,26 @@ class Scored:
                 np.mean([[x[u].right_syllable for u in utts] for x in per_seed], axis=0))
 
     def cer_against(self, other: "Scored", set_name: str) -> Interval:
+        key = ("cer", id(other), set_name)
+        if key not in self._intervals:
+            self._intervals[key] = self._cer_against(other, set_name)
+        return self._intervals[key]
+
+    def share_against(self, other: "Scored", set_name: str) -> Interval | None:
+        """None where either system never has the right syllable at a homophone
+        position (no share to compare)."""
+        key = ("share", id(other), set_name)
+        if key not in self._intervals:
+            self._intervals[key] = self._share_against(other, set_name)
+        return self._intervals[key]
+
+    def _cer_against(self, other: "Scored", set_name: str) -> Interval:
         utts = self.counts[set_name].utts
         ours, lengths = self.runs.utterance_errors(set_name, utts)
         theirs, _ = other.runs.utterance_errors(set_name, utts)
         return Interval(*paired_bootstrap(ours, theirs, lengths, BOOTSTRAP_SAMPLES))
 
-    def share_against(self, other: "Scored", set_name: str) -> Interval | None:
-        """None where either system never has the right syllable at a homophone
-        position (no share to compare)."""
+    def _share_against(self, other: "Scored", set_name: str) -> Interval | None:
         ours, theirs = self.counts[set_name], other.counts[set_name]
         if ours.utts != theirs.utts:
             raise AxisError(f"{set_name}: the runs decoded different utterances; rerun stages 7-8")
