@@ -86,19 +86,24 @@ class InputCheck:
 
         self._checks.append(check)
 
-    def add_finite(self, name: str, values: torch.Tensor) -> None:
-        """Every cell of ``values`` (padding already zeroed) must be finite."""
+    def add_finite(
+        self, name: str, values: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+    ) -> None:
+        """Every cell of ``values`` (padding already zeroed, or filled with a
+        valid cell's value) must be finite, told from each item's smallest and
+        largest cell, ``low`` and ``high`` ``(B,)``, which the caller computes
+        anyway: both are finite exactly when the item's cells are (a nan or an
+        infinity reaches one of them). NaN or infinite is told apart only on
+        failure."""
         if values.numel() == 0:
             return
-        flat = values.detach().flatten(1)
-        # One pass over the cells; NaN or infinite is told apart only on failure.
-        bad_items = ~torch.isfinite(flat).all(1)
-        none = torch.full((), -1, dtype=torch.long, device=flat.device)
+        bad_items = ~(torch.isfinite(low) & torch.isfinite(high))
+        none = torch.full((), -1, dtype=torch.long, device=values.device)
         start = self._push(torch.where(bad_items.any(), bad_items.int().argmax(), none))
 
-        def check(values):
-            item = int(values[start])
-            if item >= 0 and bool(torch.isnan(flat[item]).any()):
+        def check(read):
+            item = int(read[start])
+            if item >= 0 and bool(torch.isnan(values[item].detach()).any()):
                 raise ValueError(
                     f"{name} holds NaN in a valid cell of batch item {item} (cells "
                     f"inside the lengths must be numbers; padding may hold anything)"

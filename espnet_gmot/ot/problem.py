@@ -197,13 +197,23 @@ def prepare_problem(
         torch.where(squares[side], structure.to(dtype), zero)
         for side, (_, structure) in zip(("source", "target"), structures)
     )
-    if check_finite:
-        check.add_finite("cost", work_cost)
-        for (name, _), work in zip(structures, work_structures):
-            check.add_finite(name, work)
-    check.add_value("cost_range", item_cost_range(work_cost, mask).max() if batch else zero)
-    for i, work in enumerate(work_structures):
-        check.add_value(f"structure_max{i}", work.detach().abs().amax() if batch else zero)
+    # One pass per tensor gives its range (or bound) and its finiteness.
+    if batch:
+        low, high = item_cost_extremes(work_cost, mask)
+        if check_finite:
+            check.add_finite("cost", work_cost, low, high)
+        check.add_value("cost_range", (high - low).max())
+    else:
+        check.add_value("cost_range", zero)
+    for i, ((name, _), work) in enumerate(zip(structures, work_structures)):
+        if work.numel():
+            # (zero padding inside: it does not raise a bound on |entry|)
+            low, high = torch.aminmax(work.detach().flatten(1), dim=1)
+            if check_finite:
+                check.add_finite(name, work, low, high)
+            check.add_value(f"structure_max{i}", torch.maximum(high, -low).max())
+        else:
+            check.add_value(f"structure_max{i}", zero)
     if structures:
         check.add_integers("source_lengths", source_lengths)
         check.add_integers("target_lengths", target_lengths)
@@ -223,12 +233,25 @@ def prepare_problem(
     )
 
 
+def item_cost_extremes(
+    cost: torch.Tensor, mask: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The smallest and largest of each item's valid costs, ``(B,)`` each, on
+    the device (nan where a valid cost is nan)."""
+    detached = cost.detach()
+    if detached.numel() == 0:
+        empty = detached.new_zeros(detached.size(0))
+        return empty, empty
+    # Padding takes the value of the item's first cell, which is always valid
+    # (lengths >= 1), so one min-max pass over the whole item sees only valid values.
+    filled = torch.where(mask, detached, detached[:, :1, :1])
+    return torch.aminmax(filled.flatten(1), dim=1)
+
+
 def item_cost_range(cost: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``max - min`` of each item's valid costs, ``(B,)``, on the device."""
-    detached = cost.detach()
-    top = detached.masked_fill(~mask, float("-inf")).amax((1, 2))
-    bottom = detached.masked_fill(~mask, float("inf")).amin((1, 2))
-    return top - bottom
+    low, high = item_cost_extremes(cost, mask)
+    return high - low
 
 
 def finish_result(
