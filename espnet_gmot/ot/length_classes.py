@@ -20,7 +20,7 @@ Why classes rather than a product per item or a sorted batch: a loop over items
 costs ``B`` launches per step; sorting the whole problem would permute every
 tensor of the solve and its gradients. Classes touch only the product: the
 structures are cut once per solve, the plan is gathered per step, and the
-result lands in the padded layout every other step of the solver uses. The
+result is added into the padded layout every other step of the solver uses. The
 zero padding inside a class contributes exact zeros, so the product equals the
 padded one up to the order of floating-point summation.
 """
@@ -115,28 +115,34 @@ class StructureProduct:
                 m_c = max(target_lengths[i] for i in members)
                 self.class_work += len(members) * product_work(n_c, m_c)
                 index = torch.tensor(members, device=device)
-                # cut once per solve: the structures do not change between steps
+                # cut once per solve (the structures do not change between
+                # steps), copying only the class's own box
                 self.classes.append((
                     index, n_c, m_c,
-                    source_structure.index_select(0, index)[:, :n_c, :n_c],
-                    target_structure.index_select(0, index)[:, :m_c, :m_c],
+                    source_structure[:, :n_c, :n_c].index_select(0, index),
+                    target_structure[:, :m_c, :m_c].index_select(0, index),
                 ))
-            order = torch.tensor([i for members in classes for i in members], device=device)
-            self.restore = torch.argsort(order)  # class order back to batch order
 
     @property
     def efficiency(self) -> float:
         """Useful share of the product's arithmetic (1: no padding computed)."""
         return self.useful_work / self.class_work if self.class_work else 1.0
 
-    def __call__(self, plan: torch.Tensor) -> torch.Tensor:
-        """``C1 plan C2``, ``(B, n, m)``, zero on padding."""
+    def add_to(self, base: torch.Tensor, plan: torch.Tensor, scale: float) -> torch.Tensor:
+        """``base + scale * C1 plan C2``, ``(B, n, m)``: the product is zero on
+        padding, so padded cells keep ``base``. Fused, because the solver only
+        ever needs the product inside such a sum (FGW's gradient and its
+        square-loss term): one ``baddbmm`` on one class, an in-place add into
+        a copy of ``base`` per class otherwise, with no padded product built."""
         if not self.classes:
-            return torch.bmm(torch.bmm(self.source_structure, plan), self.target_structure)
-        n, m = self.shape
-        pieces = []
+            return torch.baddbmm(
+                base, torch.bmm(self.source_structure, plan), self.target_structure, alpha=scale
+            )
+        total = base.clone()
         for index, n_c, m_c, source, target in self.classes:
             part = plan[:, :n_c, :m_c].index_select(0, index)
-            product = torch.bmm(torch.bmm(source, part), target)
-            pieces.append(torch.nn.functional.pad(product, (0, m - m_c, 0, n - n_c)))
-        return torch.cat(pieces).index_select(0, self.restore)
+            # the classes' items are disjoint: each box is written once
+            total[:, :n_c, :m_c].index_add_(
+                0, index, torch.bmm(torch.bmm(source, part), target), alpha=scale
+            )
+        return total

@@ -71,7 +71,7 @@ def test_partition_of_a_large_batch_uses_bounded_boundaries():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_product_per_class_equals_the_padded_product(dtype, monkeypatch):
+def test_product_per_class_added_equals_the_padded_product_added(dtype, monkeypatch):
     monkeypatch.setitem(CLASS_COST, "cpu", 0.0)
     gen = torch.Generator().manual_seed(1)
     n_len, m_len = [40, 7, 23, 40, 1], [5, 9, 1, 3, 6]
@@ -84,13 +84,22 @@ def test_product_per_class_equals_the_padded_product(dtype, monkeypatch):
         t = torch.rand(mb, mb, generator=gen, dtype=dtype)
         source[b, :nb, :nb], target[b, :mb, :mb] = s + s.T, t + t.T
         plan[b, :nb, :mb] = torch.rand(nb, mb, generator=gen, dtype=dtype)
+    base = torch.randn(batch, n, m, generator=gen, dtype=dtype)
+    padded = base - 0.3 * torch.bmm(torch.bmm(source, plan), target)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
     product = StructureProduct(source, target, n_len, m_len)
     assert len(product.classes) > 1 and product.efficiency > product.useful_work / product.padded_work
-    padded = torch.bmm(torch.bmm(source, plan), target)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    assert torch.allclose(product(plan), padded, rtol=tol, atol=tol)
-    for b, (nb, mb) in enumerate(zip(n_len, m_len)):
-        assert product(plan)[b, nb:].abs().sum() == 0 and product(plan)[b, :, mb:].abs().sum() == 0
+    monkeypatch.setitem(CLASS_COST, "cpu", 1e30)  # a class costs more than any padding
+    one_class = StructureProduct(source, target, n_len, m_len)
+    assert not one_class.classes
+    original = base.clone()
+    for structure_product in (product, one_class):
+        total = structure_product.add_to(base, plan, -0.3)
+        assert torch.allclose(total, padded, rtol=tol, atol=tol)
+        for b, (nb, mb) in enumerate(zip(n_len, m_len)):  # padding keeps base exactly
+            assert torch.equal(total[b, nb:], base[b, nb:])
+            assert torch.equal(total[b, :, mb:], base[b, :, mb:])
+    assert torch.equal(base, original)  # not written in place
 
 
 def test_unrolled_gradient_through_length_classes_passes_gradcheck(monkeypatch):
