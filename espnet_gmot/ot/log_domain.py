@@ -60,7 +60,7 @@ def log_domain_update(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One exact Sinkhorn iteration on the duals (columns, then rows), damped by
     ``phi = rho / (rho + eps)`` on a relaxed side (Chizat et al., 2018)."""
-    target_dual = _log_domain_target_update(
+    target_dual = log_domain_target_update(
         cost, marginals, mask, source_dual, epsilon, relaxation[1]
     )
     source_dual = log_domain_source_update(
@@ -69,7 +69,7 @@ def log_domain_update(
     return source_dual, target_dual
 
 
-def _log_domain_target_update(cost, marginals, mask, source_dual, epsilon, rho):
+def log_domain_target_update(cost, marginals, mask, source_dual, epsilon, rho):
     """``g_j = phi_b eps (log b_j - LSE_i((f_i - C_ij) / eps))``."""
     log_b = torch.log(torch.where(marginals.target_mask, marginals.target_mass, 1.0))
     target_dual = epsilon * (

@@ -174,3 +174,30 @@ def test_no_synchronisation_outside_the_host_reads_on_cuda(gw_weight, relaxation
         assert reads <= math.ceil(result.n_iter / DEVICE_CHECK_EVERY) + result.n_outer + FIXED_READS
     elif relaxation == math.inf:
         assert result.n_newton > 0  # the Newton polish ran under the debug mode
+
+
+
+@pytest.mark.parametrize("check_every", [None, 10])
+def test_a_scaling_pinned_at_the_bound_is_not_taken_for_convergence(check_every, monkeypatch):
+    """A solve whose first rebuild leaves the rows to the loop (as a balanced
+    warm start does) on a cold, annealed, relaxed problem: the row scalings run
+    into the bound, and the clamp holds the column update at a fixed point, so
+    the column error reads exactly 0 between two check points. The items must
+    not freeze there: the solve goes on to the plan of a solve that checks every
+    iteration, converged."""
+    from espnet_gmot.ot import scaling
+
+    update = scaling.log_domain_update
+    monkeypatch.setattr(  # the first rebuild's column-only update, on a cold start
+        scaling, "log_domain_update",
+        lambda cost, marginals, mask, f, g, *rest: (f, update(cost, marginals, mask, f, g, *rest)[1]),
+    )
+    cost, _, _ = make_problem(23, 9, "monotone")
+
+    def solve(every):
+        return sinkhorn(cost[None], epsilon=0.05, max_iter=100000, tol=1e-13,
+                        marginal_relaxation=(math.inf, 0.3), check_every=every)
+
+    pinned, every_iteration = solve(check_every), solve(1)
+    assert pinned.unconverged == 0 and pinned.marginal_error.max() < 1e-12
+    assert (pinned.plan - every_iteration.plan).abs().max() < 1e-10
