@@ -250,6 +250,11 @@ def solve_fused_gromov_wasserstein(
         # lies in [-2 s1 s2, s1^2 + s2^2] for entries bounded by s1, s2.
         s1, s2 = problem.structure_max
         bound = (1.0 - gw_weight) * problem.cost_range + 2.0 * gw_weight * (s1 + s2) ** 2
+        # How far a step's cost moves from the last step's, from which a warm
+        # inner solve decides whether its kernel needs an exact update first:
+        # |4 alpha C1 (P' - P) C2| <= 4 alpha s1 s2 |P' - P|_1 <= 8 alpha s1 s2
+        # for balanced plans (each of mass 1).
+        step_change = 8.0 * gw_weight * s1 * s2 if relaxation == HARD else math.inf
         gradient = settings.gradient
         with torch.set_grad_enabled(gradient == "unrolled" and torch.is_grad_enabled()):
             inputs = (problem.cost, work_source, work_target, constant)
@@ -260,7 +265,7 @@ def solve_fused_gromov_wasserstein(
             plan, item_iters, item_newton, n_outer, column_target = _mirror_descent(
                 *inputs, structure_product, marginals, gw_weight=gw_weight, outer_iter=outer_iter,
                 outer_tol=outer_tol, settings=settings, epsilon=epsilon,
-                relaxation=relaxation, cost_range=bound,
+                relaxation=relaxation, cost_range=bound, step_change=step_change,
             )
             if relaxation != HARD:
                 constant = _square_loss_constant(
@@ -299,11 +304,13 @@ def _mirror_descent(
     epsilon: float,
     relaxation: Tuple[float, float],
     cost_range: float,
+    step_change: float,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, Optional[torch.Tensor]]:
     """POT's projected mirror descent: ``g_{k+1} = Sinkhorn(G_k)`` warm-started
     from the previous duals, with the inner solves run as ``settings`` says
     (``cost_range``: a bound on the first, cold, step's cost range, for its
-    annealing stages).
+    annealing stages; ``step_change``: on how far a step's cost moves from the
+    last step's, for the warm solves after it).
 
     Returns the plan, each item's total inner iterations and Newton steps
     (device), the number of outer steps run and the last inner solve's column
@@ -325,6 +332,7 @@ def _mirror_descent(
         solved = solve_scaling(
             gradient, marginals, settings, epsilon=epsilon, relaxation=relaxation,
             cost_range=cost_range, source_dual=source_dual, target_dual=target_dual,
+            warm_cost_change=step_change,
         )
         source_dual, target_dual = solved.source_dual, solved.target_dual
         if solved.column_target is not None:

@@ -63,6 +63,11 @@ from espnet_gmot.ot.problem import GRADIENT_MODES, HARD, Marginals, damping
 _LOG_SCALING_BOUND = math.log(1e6)
 # A scaling clamped to the bound reads back as the bound up to float rounding.
 _AT_SCALING_BOUND = _LOG_SCALING_BOUND * (1.0 - 1e-4)
+# A balanced warm start whose cost moved by at most this many epsilons builds
+# its kernel from the duals without an exact update: its row and column sums
+# are then within exp(this) of the marginals, so the first scalings stay
+# inside the bound.
+_WARM_KERNEL_CHANGE = _LOG_SCALING_BOUND / 2
 # Far below any valid scaling (>= 1/bound), and its power (1 - omega) >= -1 stays
 # finite in float32.
 _SMALLEST_SCALING = 1e-30
@@ -228,6 +233,7 @@ def solve_scaling(
     cost_range: float = 0.0,
     source_dual: Optional[torch.Tensor] = None,
     target_dual: Optional[torch.Tensor] = None,
+    warm_cost_change: float = math.inf,
 ) -> ScalingSolve:
     """Stabilised Sinkhorn on a zero-padded cost; the engine of both solvers.
 
@@ -244,6 +250,10 @@ def solve_scaling(
             cold solve chooses its annealing stages when
             ``settings.epsilon_scaling`` (:func:`annealing_stages`; 0: none).
         source_dual, target_dual: optional warm-start duals ``(B, n)``, ``(B, m)``.
+        warm_cost_change: a bound on ``|cost - C'|`` over the valid cells, ``C'``
+            the cost the warm-start duals were solved for (FGW: the previous
+            step's); below half the scalings' log bound (in epsilons) a
+            balanced warm start builds its kernel from the duals directly.
     """
     max_iter, tol = settings.max_iter, settings.tol
     overrelaxation = settings.overrelaxation
@@ -273,15 +283,16 @@ def solve_scaling(
         item_iters += used
         steps += anneal_stages
 
-    def rebuild(f, g, active, rows=True):
+    def rebuild(f, g, active, update="both"):
         # Frozen items keep their duals: the kernel then represents their plan
         # exactly and the scalings restart at one, so they stay where they were.
-        if rows:
+        if update == "both":
             f_next, g_next = log_domain_update(cost, marginals, mask, f, g, epsilon, relaxation)
             f = torch.where(active[:, None], f_next, f)
-        else:
+        if update == "columns":
             g_next = log_domain_target_update(cost, marginals, mask, f, epsilon, rho_b)
-        g = torch.where(active[:, None], g_next, g)
+        if update != "none":
+            g = torch.where(active[:, None], g_next, g)
         exponent = (f[:, :, None] + g[:, None, :] - cost) / epsilon
         # Mask *inside* the exp: a padded cell of a valid row has exponent
         # f_i / eps, which overflows for small eps; exp(inf) masked afterwards is
@@ -291,23 +302,27 @@ def solve_scaling(
 
     ones_u, ones_v = source_mask.to(cost.dtype), target_mask.to(cost.dtype)
     active = torch.ones(batch, dtype=torch.bool, device=a.device)
-    # After a rebuild the kernel itself is the plan: both scalings are one. A
-    # balanced warm start (FGW's steps after the first) updates the columns
-    # only: the loop's first row scaling, a / (K 1), taken without
-    # over-relaxation, is then the exact row update the log domain would make,
-    # for a matrix-vector product instead of a log-sum-exp; the previous
-    # solve's duals keep it inside the bound (where they do not, the check
-    # point rebuilds in full). A cold start's rows can be far off, and a row
-    # scaling pinned at the bound costs more than the log-sum-exp saves; the
-    # relaxed updates keep the full rebuild (the saving was measured on
-    # balanced FGW only).
-    rows_in_loop = warm and relaxation == HARD
+    # After a rebuild the kernel itself is the plan: both scalings are one. The
+    # first rebuild's exact log-domain updates: both sides on a cold start
+    # (its rows can be far off, and a row scaling pinned at the bound costs
+    # more than a log-sum-exp) and for relaxed marginals. A balanced warm start
+    # (FGW's steps after the first) leaves the rows to the loop, whose first
+    # row scaling a / (K v), taken without over-relaxation, is the exact row
+    # update, for a matrix-vector product instead of a log-sum-exp; and the
+    # columns too when the cost moved so little since the duals were solved
+    # (``warm_cost_change``) that the kernel's rows and columns stay within
+    # exp(change / eps) of their marginals, inside the scalings' bound.
+    first_update = "both"
+    if warm and relaxation == HARD:
+        first_update = "none" if warm_cost_change <= _WARM_KERNEL_CHANGE * epsilon else "columns"
     source_dual, target_dual, kernel = rebuild(
-        source_dual, target_dual, active, rows=not rows_in_loop
+        source_dual, target_dual, active, first_update
     )
+    rows_in_loop = first_update != "both"
     u, v = ones_u, ones_v
-    item_iters += 1
-    steps += 1
+    if first_update != "none":  # an exact update counts as an iteration
+        item_iters += 1
+        steps += 1
     since_check = since_translate = 0
     first_step = steps
     high = math.exp(_LOG_SCALING_BOUND)
