@@ -76,8 +76,8 @@ def _square_loss_constant(
         source_mass = plan.sum(2)
     if relaxation[1] != math.inf:
         target_mass = plan.sum(1)
-    source_part = torch.bmm(source_structure**2, source_mass[:, :, None])
-    target_part = torch.bmm(target_structure**2, target_mass[:, :, None])
+    source_part = torch.bmm(source_structure.square(), source_mass[:, :, None])
+    target_part = torch.bmm(target_structure.square(), target_mass[:, :, None])
     return source_part + target_part.transpose(1, 2)
 
 

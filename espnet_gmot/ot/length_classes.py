@@ -58,6 +58,8 @@ def partition(
         return [order]
     step = max(1, -(-len(order) // MAX_BOUNDARIES))
     cuts = list(range(0, len(order), step)) + [len(order)]
+    # the most tokens of each run between two candidate boundaries
+    chunk_tokens = [max(target_lengths[i] for i in order[lo:hi]) for lo, hi in zip(cuts, cuts[1:])]
     # best[k]: least cost of the items before cuts[k]; previous[k]: where its last class starts
     best = [0.0] + [float("inf")] * (len(cuts) - 1)
     previous = [0] * len(cuts)
@@ -65,7 +67,7 @@ def partition(
         n_class = source_lengths[order[cuts[end] - 1]]  # sorted: the class's last item is longest
         m_class = 0
         for start in range(end - 1, -1, -1):
-            m_class = max(m_class, max(target_lengths[i] for i in order[cuts[start]:cuts[start + 1]]))
+            m_class = max(m_class, chunk_tokens[start])
             size = cuts[end] - cuts[start]
             total = best[start] + size * product_work(n_class, m_class) + class_cost
             if total < best[end]:
