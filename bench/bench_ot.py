@@ -34,6 +34,10 @@ difference; then
   regression. It also prints the padding efficiency of FGW's structure product
   (useful multiply-adds over those computed) on the padded batch and with the
   length classes (:mod:`espnet_gmot.ot.length_classes`),
+* against POT's per-item loops on issue 23's problems (``--pot-targets`` runs
+  only this table): the weak FGW problem, and the transfer module's own
+  TOT-CAKT and GM-OT settings against POT's stabilised Sinkhorn
+  (:func:`pot_targets`),
 
 and the same on a GPU when one is present. Usage::
 
