@@ -138,13 +138,21 @@ def ours(problem):
     ).plan
 
 
-def pot_loop(problem, warmstart):
-    cost, c1, c2, n_len, m_len = problem
-    plans = []
+def pot_items(problem):
+    """Each item of a padded batch as POT takes it: ``(b, n, m, p, q)``, the
+    valid sizes and the uniform masses."""
+    cost, _, _, n_len, m_len = problem
     for b in range(cost.size(0)):
         n, m = int(n_len[b]), int(m_len[b])
         p = torch.full((n,), 1.0 / n, dtype=cost.dtype, device=cost.device)
         q = torch.full((m,), 1.0 / m, dtype=cost.dtype, device=cost.device)
+        yield b, n, m, p, q
+
+
+def pot_loop(problem, warmstart):
+    cost, c1, c2, n_len, m_len = problem
+    plans = []
+    for b, n, m, p, q in pot_items(problem):
         plans.append(
             ot.gromov.entropic_fused_gromov_wasserstein(
                 cost[b, :n, :m], c1[b, :n, :n], c2[b, :m, :m], p, q,
@@ -406,10 +414,7 @@ def pot_loop_stabilized(problem, *, epsilon, gw_weight, outer_iter, tol, max_ite
     fixed to the exp domain) around it."""
     cost, c1, c2, n_len, m_len = problem
     plans = []
-    for b in range(cost.size(0)):
-        n, m = int(n_len[b]), int(m_len[b])
-        p = torch.full((n,), 1.0 / n, dtype=cost.dtype, device=cost.device)
-        q = torch.full((m,), 1.0 / m, dtype=cost.dtype, device=cost.device)
+    for b, n, m, p, q in pot_items(problem):
         item_cost = cost[b, :n, :m]
 
         def inner(step_cost):
