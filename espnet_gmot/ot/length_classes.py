@@ -105,7 +105,6 @@ class StructureProduct:
         classes = partition(source_lengths, target_lengths, class_cost) if batch else [[]]
         self.padded_work = batch * product_work(n, m)
         self.useful_work = sum(map(product_work, source_lengths, target_lengths))
-        self.shape = (n, m)
         self.source_structure, self.target_structure = source_structure, target_structure
         self.classes: List[Tuple[torch.Tensor, int, int, torch.Tensor, torch.Tensor]] = []
         self.class_work = self.padded_work  # what the product computes

@@ -197,7 +197,7 @@ def prepare_problem(
         torch.where(squares[side], structure.to(dtype), zero)
         for side, (_, structure) in zip(("source", "target"), structures)
     )
-    # One pass per tensor gives its range (or bound) and its finiteness.
+    # Each tensor's per-item extremes give its range (or bound) and its finiteness.
     if batch:
         low, high = item_cost_extremes(work_cost, mask)
         if check_finite:
