@@ -321,7 +321,8 @@ def _mirror_descent(
     item_newton = torch.zeros_like(item_iters)
     source_dual = target_dual = column_target = None
     n_outer = 0
-    base = _gradient_base(cost, constant, gw_weight)
+    # (hard marginals: constC, and so this part, is the same for every step)
+    base = _gradient_base(cost, constant, gw_weight) if relaxation == HARD else None
     for _ in range(outer_iter):
         if relaxation != HARD:  # constC follows the plan's free marginals
             constant = _square_loss_constant(

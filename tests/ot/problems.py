@@ -47,6 +47,14 @@ def pad_batch(problems, pad_value=float("nan")):
     return cost, source, target, torch.tensor(n_len), torch.tensor(m_len)
 
 
+def stiff_batch(dtype=torch.float64, kind="monotone"):
+    """Four items of 9-60 frames and 4-20 tokens, padded: a batch whose balanced
+    solves with the temporal prior are stiff."""
+    shapes = [(60, 12), (35, 7), (48, 20), (9, 4)]
+    problems = [make_problem(n, m, kind, seed=s, dtype=dtype) for s, (n, m) in enumerate(shapes)]
+    return pad_batch(problems)
+
+
 def pot_sinkhorn_plan(cost, epsilon):
     """POT's log-domain Sinkhorn plan of one float64 ``(n, m)`` cost with uniform
     masses, run to a marginal error of 1e-13: the oracle of the OT tests."""

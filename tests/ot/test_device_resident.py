@@ -14,7 +14,7 @@ from espnet_gmot.ot import fused_gromov_wasserstein, sinkhorn, temporal_cost
 from espnet_gmot.ot.host import HOST_READS
 from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS
 from espnet_gmot.ot.scaling import DEVICE_CHECK_EVERY, CheckCadence
-from tests.ot.problems import make_problem, pad_batch
+from tests.ot.problems import make_problem, stiff_batch
 
 # one read for the input checks, one at the end of the solve
 FIXED_READS = 2
@@ -24,12 +24,6 @@ def reads_during(fn):
     before = HOST_READS.count
     result = fn()
     return result, HOST_READS.count - before
-
-
-def stiff_batch(dtype=torch.float64, kind="monotone"):
-    shapes = [(60, 12), (35, 7), (48, 20), (9, 4)]
-    problems = [make_problem(n, m, kind, seed=s, dtype=dtype) for s, (n, m) in enumerate(shapes)]
-    return pad_batch(problems)
 
 
 @pytest.mark.parametrize("relaxation", [math.inf, (0.5, math.inf), (0.5, 2.0)])

@@ -13,10 +13,9 @@ import torch
 
 from espnet_gmot.ot import scaling
 from espnet_gmot.ot.problem import Marginals
-from tests.ot.test_device_resident import stiff_batch
+from tests.ot.problems import stiff_batch
 
 EPSILON = 0.05
-SETTINGS = scaling.SinkhornSettings(max_iter=20000, tol=1e-11, newton_steps=0)
 
 
 def problem():
@@ -32,8 +31,7 @@ def test_a_warm_start_reaches_the_cold_plan_of_the_moved_cost(
 ):
     cost, marginals = problem()
     settings = scaling.SinkhornSettings(
-        max_iter=SETTINGS.max_iter, tol=SETTINGS.tol, newton_steps=0,
-        overrelaxation=overrelaxation,
+        max_iter=20000, tol=1e-11, newton_steps=0, overrelaxation=overrelaxation
     )
     before = scaling.solve_scaling(cost, marginals, settings, epsilon=EPSILON, cost_range=10.0)
     noise = torch.rand(cost.shape, generator=torch.Generator().manual_seed(3), dtype=cost.dtype)
