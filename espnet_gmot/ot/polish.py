@@ -34,8 +34,16 @@ DEFAULT_NEWTON_STEPS = 30
 _NEWTON_TRUST = 10.0
 _NEWTON_STEP_LENGTHS = (0.01, 0.1, 0.25, 0.5, 1.0)
 
+# Newton steps between host reads where a read synchronises (the scaling loop's
+# fixed cadence): a step is a dozen kernels, so reading each would add one
+# synchronisation per step, while an item that converges between reads only
+# idles (frozen by ``active``) for at most this many - 1 steps.
+DEVICE_NEWTON_CHECK_EVERY = 5
 
-def newton_polish(cost, marginals, mask, source_dual, target_dual, active, epsilon, steps, tol):
+
+def newton_polish(
+    cost, marginals, mask, source_dual, target_dual, active, epsilon, steps, tol, check_every=1,
+):
     """Newton's method on the semi-dual (Brauer et al., 2017) for the items that
     Sinkhorn left unconverged; the same optimum, reached in a few steps.
 
@@ -52,6 +60,9 @@ def newton_polish(cost, marginals, mask, source_dual, target_dual, active, epsil
     become one-hot, D is nearly piecewise linear and this stalls when started
     from Sinkhorn's iterate: :func:`newton_continuation` then starts it again
     along the epsilon path.
+
+    The host is read (to stop once every item converged) before every
+    ``check_every``-th step; converged items are frozen on the device in between.
 
     Returns the duals (rows exact) and the steps taken by each item.
     """
@@ -77,13 +88,13 @@ def newton_polish(cost, marginals, mask, source_dual, target_dual, active, epsil
     taken = torch.zeros_like(active, dtype=torch.long)
     f = solve_rows(target_dual)
     g = target_dual
-    for _ in range(steps):
+    for step_index in range(steps):
         exponent = (f[:, :, None] + g[:, None, :] - cost) / epsilon
         plan = torch.exp(torch.where(mask, exponent, float("-inf")))
         column_sums = plan.sum(1)
         error = torch.linalg.vector_norm(column_sums - b, dim=1)
         active = active & ~(error.detach() < tol)
-        if not to_host(active.any()):
+        if step_index % check_every == 0 and not to_host(active.any()):
             break
         scaled = plan / torch.where(source_mask, a, 1.0)[:, :, None]
         # H is the Laplacian of the token graph weighted by W = P^T diag(1/a) P:
@@ -125,7 +136,7 @@ _CONTINUATION_STEPS = 5
 
 def newton_continuation(
     cost, marginals, mask, source_dual, target_dual, plan, error, still, epsilon, stages,
-    newton_steps, tol,
+    newton_steps, tol, check_every=1,
 ):
     """A second solve for the items that Sinkhorn and the Newton polish left
     unconverged: Newton steps along the epsilon-scaling path.
@@ -160,11 +171,12 @@ def newton_continuation(
         f = torch.where(taking_part[:, None], f_next, f)
         g = torch.where(taking_part[:, None], g_next, g)
         f, g, stage_taken = newton_polish(
-            cost, marginals, mask, f, g, taking_part, stage_epsilon, _CONTINUATION_STEPS, tol
+            cost, marginals, mask, f, g, taking_part, stage_epsilon, _CONTINUATION_STEPS, tol,
+            check_every,
         )
         taken = taken + stage_taken
     f, g, final_taken = newton_polish(
-        cost, marginals, mask, f, g, still, epsilon, newton_steps, tol
+        cost, marginals, mask, f, g, still, epsilon, newton_steps, tol, check_every
     )
     taken = taken + final_taken
     exponent = (f[:, :, None] + g[:, None, :] - cost) / epsilon

@@ -54,7 +54,12 @@ from espnet_gmot.ot.log_domain import (
     masked_logsumexp,
     relaxed_column_target,
 )
-from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS, newton_continuation, newton_polish
+from espnet_gmot.ot.polish import (
+    DEFAULT_NEWTON_STEPS,
+    DEVICE_NEWTON_CHECK_EVERY,
+    newton_continuation,
+    newton_polish,
+)
 from espnet_gmot.ot.problem import GRADIENT_MODES, HARD, Marginals, damping
 
 # Scalings stay inside [1/bound, bound]: a step is clamped to it, and the item's
@@ -165,7 +170,9 @@ class SinkhornSettings:
             decisions, the loop's only synchronisations), an integer >= 1; the
             result does not depend on it. ``None``: by device
             (:class:`CheckCadence`: adaptive on the CPU, every
-            ``DEVICE_CHECK_EVERY`` elsewhere).
+            ``DEVICE_CHECK_EVERY`` elsewhere). The Newton polish reads every
+            step with the adaptive cadence, else every
+            ``min(check_every, DEVICE_NEWTON_CHECK_EVERY)`` steps.
         epsilon_scaling: anneal epsilon on a cold start (see
             :mod:`espnet_gmot.ot.log_domain`): the solve starts with
             :func:`~espnet_gmot.ot.log_domain.annealing_stages` exact
@@ -421,9 +428,13 @@ def solve_scaling(
     newton = torch.zeros_like(item_iters)
     # tol = 0 asks for exactly max_iter iterations: nothing to polish towards
     if newton_steps > 0 and tol > 0 and steps >= max_iter:
+        # Newton reads at the Sinkhorn loop's pace: every step where reads are free
+        newton_check_every = (
+            1 if cadence.adaptive else min(cadence.fixed, DEVICE_NEWTON_CHECK_EVERY)
+        )
         source_dual, target_dual, taken = newton_polish(
             cost, marginals, mask, source_dual, target_dual, active, epsilon,
-            newton_steps, tol,
+            newton_steps, tol, newton_check_every,
         )
         newton = taken
         exponent = (source_dual[:, :, None] + target_dual[:, None, :] - cost) / epsilon
@@ -434,7 +445,7 @@ def solve_scaling(
             if to_host(still.any()):
                 source_dual, target_dual, plan, taken = newton_continuation(
                     cost, marginals, mask, source_dual, target_dual, plan, error, still,
-                    epsilon, anneal_stages, newton_steps, tol,
+                    epsilon, anneal_stages, newton_steps, tol, newton_check_every,
                 )
                 newton = newton + taken
     return ScalingSolve(plan, source_dual, target_dual, item_iters, steps, newton)

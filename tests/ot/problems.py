@@ -64,3 +64,28 @@ def pot_sinkhorn_plan(cost, epsilon):
     return ot.sinkhorn(torch.full((n,), 1 / n, dtype=torch.float64),
                        torch.full((m,), 1 / m, dtype=torch.float64), cost, epsilon,
                        method="sinkhorn_log", stopThr=1e-13, numItermax=100000)
+
+
+def speech_like_batch(seed=0, n_range=(120, 300), m_range=(12, 40), dim=32):
+    """Frames that follow their tokens in order (neighbouring frames similar)."""
+    gen = torch.Generator().manual_seed(seed)
+    n_len = torch.randint(n_range[0], n_range[1] + 1, (3,), generator=gen)
+    m_len = torch.randint(m_range[0], m_range[1] + 1, (3,), generator=gen)
+    n_max, m_max = int(n_len.max()), int(m_len.max())
+    tokens = torch.randn(3, m_max, dim, generator=gen)
+    frames = torch.full((3, n_max, dim), float("nan"))
+    for b in range(3):
+        n, m = int(n_len[b]), int(m_len[b])
+        owner = (torch.arange(n) * m // n).clamp(max=m - 1)
+        frames[b, :n] = tokens[b, owner] + 1.5 * torch.randn(n, dim, generator=gen)
+    return frames, tokens, n_len, m_len
+
+
+def tot_paper_setting(seed=1):
+    """epsilon 0.01 (the TOT paper's) against the prior 0.5 d^2: one token's
+    shift costs 50 epsilon, rows are nearly one-hot."""
+    frames, tokens, n_len, m_len = speech_like_batch(seed=seed)
+    cost = cosine_cost(frames, tokens, n_len, m_len) + 0.5 * temporal_cost(
+        n_len, m_len, frames.size(1), tokens.size(1)
+    )
+    return cost, n_len, m_len

@@ -12,9 +12,11 @@ import torch
 
 from espnet_gmot.ot import fused_gromov_wasserstein, sinkhorn, temporal_cost
 from espnet_gmot.ot.host import HOST_READS
-from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS
+from espnet_gmot.ot.log_domain import log_domain_update
+from espnet_gmot.ot.polish import DEFAULT_NEWTON_STEPS, DEVICE_NEWTON_CHECK_EVERY, newton_polish
+from espnet_gmot.ot.problem import Marginals
 from espnet_gmot.ot.scaling import DEVICE_CHECK_EVERY, CheckCadence
-from tests.ot.problems import make_problem, stiff_batch
+from tests.ot.problems import make_problem, stiff_batch, tot_paper_setting
 
 # one read for the input checks, one at the end of the solve
 FIXED_READS = 2
@@ -138,28 +140,83 @@ def test_cpu_default_stops_at_the_first_converged_iteration(relaxation):
     assert (default.plan - every_10.plan).abs().max() < 1e-8
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("newton_steps", [0, DEFAULT_NEWTON_STEPS])
-@pytest.mark.parametrize("relaxation", [math.inf, (0.0, math.inf), (0.5, 2.0)])
-@pytest.mark.parametrize("gw_weight", [0.0, 0.3])
-def test_no_synchronisation_outside_the_host_reads_on_cuda(gw_weight, relaxation, newton_steps):
-    """In sync-debug "error" mode any synchronisation but ``to_host`` raises.
-    Sinkhorn reads the host once per check (every 10 iterations on CUDA); the
-    balanced solves of this stiff batch reach their cap, and the Newton polish
-    that follows reads once per Newton step, so the count is bounded without it."""
-    cost, c1, c2, n_len, m_len = stiff_batch(torch.float32)
-    device = torch.device("cuda")
-    cost, c1, c2, n_len, m_len = (t.to(device) for t in (cost, c1, c2, n_len, m_len))
+def _stiff_fgw_with_prior(device, gw_weight, relaxation, newton_steps, check_every=None):
+    """The transfer module's TOT-CAKT / GM-OT solve on a stiff batch: the balanced
+    inner solves hit their cap of 300 iterations, so the Newton polish runs."""
+    cost, c1, c2, n_len, m_len = (t.to(device) for t in stiff_batch(torch.float32))
     prior = temporal_cost(n_len, m_len, cost.size(1), cost.size(2))
+    return reads_during(
+        lambda: fused_gromov_wasserstein(
+            cost + 0.5 * prior, c1, c2, n_len, m_len, epsilon=0.05,
+            gw_weight=gw_weight, outer_iter=4, inner_iter=300, tol=1e-5,
+            marginal_relaxation=relaxation, newton_steps=newton_steps,
+            check_every=check_every,
+        )
+    )
+
+
+# The budget of host reads (synchronisations on a GPU) per Sinkhorn iteration,
+# beyond the few each solve makes whatever its length (FIXED_READS, and one per
+# FGW outer step).
+READS_PER_ITERATION = 0.2
+
+
+def loop_reads(result, reads):
+    return reads - FIXED_READS - result.n_outer
+
+STIFF_SETTINGS = [
+    pytest.param(gw_weight, relaxation, newton_steps, id=f"gw{gw_weight}-{relaxation}-newton{newton_steps}")
+    for gw_weight in (0.0, 0.3)
+    for relaxation in (math.inf, (0.0, math.inf), (0.5, 2.0))
+    for newton_steps in (0, DEFAULT_NEWTON_STEPS)
+]
+
+
+@pytest.mark.parametrize("gw_weight, relaxation, newton_steps", STIFF_SETTINGS)
+def test_the_device_cadence_reads_within_budget_newton_included(gw_weight, relaxation, newton_steps):
+    """The GPU's cadence, counted on CPU: Sinkhorn reads every DEVICE_CHECK_EVERY
+    iterations and the Newton polish every DEVICE_NEWTON_CHECK_EVERY steps."""
+    result, reads = _stiff_fgw_with_prior(
+        torch.device("cpu"), gw_weight, relaxation, newton_steps, check_every=DEVICE_CHECK_EVERY
+    )
+    if newton_steps and relaxation == math.inf:
+        assert result.n_newton > 0  # the polish ran and its reads are in the count
+    assert loop_reads(result, reads) <= READS_PER_ITERATION * result.n_iter
+
+
+def test_newton_reads_once_per_window_and_converged_items_stay_put():
+    cost, n_len, m_len = tot_paper_setting()
+    epsilon, tol = 0.01, 1e-6
+    cost = cost.double()
+    marginals = Marginals.uniform(n_len, m_len, cost.size(1), cost.size(2), cost.dtype)
+    mask = marginals.pair_mask
+    f, g = log_domain_update(cost, marginals, mask, torch.zeros_like(cost[:, :, 0]),
+                             torch.zeros_like(cost[:, 0, :]), epsilon)
+    active = torch.ones(cost.size(0), dtype=torch.bool)
+    outcomes = {}
+    for check_every in (1, DEVICE_NEWTON_CHECK_EVERY):
+        outcomes[check_every] = reads_during(
+            lambda: newton_polish(cost, marginals, mask, f, g, active, epsilon,
+                                  DEFAULT_NEWTON_STEPS, tol, check_every)
+        )
+    (f1, g1, taken1), reads1 = outcomes[1]
+    (f5, g5, taken5), reads5 = outcomes[DEVICE_NEWTON_CHECK_EVERY]
+    assert torch.equal(taken1, taken5) and torch.equal(f1, f5) and torch.equal(g1, g5)
+    assert taken1.max() > DEVICE_NEWTON_CHECK_EVERY  # several windows
+    assert reads1 == min(int(taken1.max()) + 1, DEFAULT_NEWTON_STEPS)
+    assert reads5 <= math.ceil(reads1 / DEVICE_NEWTON_CHECK_EVERY)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("gw_weight, relaxation, newton_steps", STIFF_SETTINGS)
+def test_no_synchronisation_outside_the_host_reads_on_cuda(gw_weight, relaxation, newton_steps):
+    """In sync-debug "error" mode any synchronisation but ``to_host`` raises;
+    the reads stay within the budget per Sinkhorn iteration."""
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        result, reads = reads_during(
-            lambda: fused_gromov_wasserstein(
-                cost + 0.5 * prior, c1, c2, n_len, m_len, epsilon=0.05,
-                gw_weight=gw_weight, outer_iter=4, inner_iter=300, tol=1e-5,
-                marginal_relaxation=relaxation, newton_steps=newton_steps,
-            )
+        result, reads = _stiff_fgw_with_prior(
+            torch.device("cuda"), gw_weight, relaxation, newton_steps
         )
     finally:
         torch.cuda.set_sync_debug_mode(0)
@@ -168,7 +225,7 @@ def test_no_synchronisation_outside_the_host_reads_on_cuda(gw_weight, relaxation
         assert reads <= math.ceil(result.n_iter / DEVICE_CHECK_EVERY) + result.n_outer + FIXED_READS
     elif relaxation == math.inf:
         assert result.n_newton > 0  # the Newton polish ran under the debug mode
-
+    assert loop_reads(result, reads) <= READS_PER_ITERATION * result.n_iter
 
 
 @pytest.mark.parametrize("check_every", [None, 10])

@@ -16,7 +16,13 @@ from espnet_gmot.ot import (
     temporal_cost,
 )
 from espnet_gmot.ot.log_domain import annealing_stages
-from tests.ot.problems import make_problem, pad_batch, pot_sinkhorn_plan
+from tests.ot.problems import (
+    make_problem,
+    pad_batch,
+    pot_sinkhorn_plan,
+    speech_like_batch,
+    tot_paper_setting,
+)
 
 
 def padded_features(dtype, scale=1.0, seed=0):
@@ -265,21 +271,6 @@ def test_converged_solve_does_not_warn():
     assert result.unconverged == 0 and result.marginal_error[0] < 1e-9
 
 
-def speech_like_batch(seed=0, n_range=(120, 300), m_range=(12, 40), dim=32):
-    """Frames that follow their tokens in order (neighbouring frames similar)."""
-    gen = torch.Generator().manual_seed(seed)
-    n_len = torch.randint(n_range[0], n_range[1] + 1, (3,), generator=gen)
-    m_len = torch.randint(m_range[0], m_range[1] + 1, (3,), generator=gen)
-    n_max, m_max = int(n_len.max()), int(m_len.max())
-    tokens = torch.randn(3, m_max, dim, generator=gen)
-    frames = torch.full((3, n_max, dim), float("nan"))
-    for b in range(3):
-        n, m = int(n_len[b]), int(m_len[b])
-        owner = (torch.arange(n) * m // n).clamp(max=m - 1)
-        frames[b, :n] = tokens[b, owner] + 1.5 * torch.randn(n, dim, generator=gen)
-    return frames, tokens, n_len, m_len
-
-
 @pytest.mark.parametrize("epsilon", [0.5, 0.1, 0.05])
 @pytest.mark.parametrize("gw_weight", [0.0, 0.02, 0.5])
 def test_papers_settings_converge_within_the_transfer_modules_budget(epsilon, gw_weight):
@@ -314,21 +305,11 @@ def test_newton_polish_reaches_pots_plan_where_sinkhorn_stops_short():
     assert (polished.plan[0] - reference).abs().max() <= 1e-9
 
 
-def _tot_paper_setting(seed=1):
-    """epsilon 0.01 (the TOT paper's) against the prior 0.5 d^2: one token's
-    shift costs 50 epsilon, rows are nearly one-hot."""
-    frames, tokens, n_len, m_len = speech_like_batch(seed=seed)
-    cost = cosine_cost(frames, tokens, n_len, m_len) + 0.5 * temporal_cost(
-        n_len, m_len, frames.size(1), tokens.size(1)
-    )
-    return cost, n_len, m_len
-
-
 def test_tot_papers_epsilon_converges_with_newton_along_the_epsilon_path():
     """Sinkhorn and the Newton polish alone stop at column errors ~4e-3 here;
     the continuation (Newton steps at each epsilon of the annealing path, in
     float64) converges within the transfer module's budget, in float32."""
-    cost, n_len, m_len = _tot_paper_setting()
+    cost, n_len, m_len = tot_paper_setting()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         result = sinkhorn(cost, n_len, m_len, epsilon=0.01, max_iter=200, tol=1e-6,
@@ -343,7 +324,7 @@ def test_tot_papers_epsilon_converges_with_newton_along_the_epsilon_path():
 @pytest.mark.slow
 def test_tot_papers_epsilon_reaches_pots_plan():
     """POT's log-domain Sinkhorn needs 137,000-177,000 iterations on items 0 and 2."""
-    cost, n_len, m_len = _tot_paper_setting()
+    cost, n_len, m_len = tot_paper_setting()
     result = sinkhorn(cost, n_len, m_len, epsilon=0.01, max_iter=200, tol=1e-6,
                       overrelaxation=1.7)
     for b in (0, 2):
@@ -359,7 +340,7 @@ def test_tot_papers_epsilon_reaches_pots_plan():
 def test_what_does_not_converge_is_reported():
     """The same setting without the Newton steps: Sinkhorn alone stops at its
     cap far from the marginals, and says so with the setting."""
-    cost, n_len, m_len = _tot_paper_setting()
+    cost, n_len, m_len = tot_paper_setting()
     with pytest.warns(ConvergenceWarning, match="epsilon=0.01, gw_weight=0.0, .*temporal_weight=0.5"):
         result = sinkhorn(cost, n_len, m_len, epsilon=0.01, max_iter=200, tol=1e-6,
                           overrelaxation=1.7, newton_steps=0,
