@@ -6,8 +6,8 @@
 
 With ``--asr_config <training yaml>`` the teacher is read as that config's
 ``model_conf.plm_conf`` says (name, architecture, hidden layer, BOS, text
-case), so the cache holds what training would compute; the options below
-override single settings.
+case, weight dtype), so the cache holds what training would compute; the
+options below override single settings.
 
 Writes ``<output_dir>/plm_states.scp``; train with it as the ``plm_states`` data
 key (``--train_data_path_and_name_and_type <scp>,plm_states,kaldi_ark
@@ -32,7 +32,7 @@ from espnet_gmot.espnet.plm_cache import (
     write_plm_cache,
 )
 from espnet_gmot.kaldi_data import DataDirError, disk_full_message, is_disk_full
-from espnet_gmot.transfer.plm import ARCHITECTURES, TEXT_CASES, PLMTeacher
+from espnet_gmot.transfer.plm import ARCHITECTURES, TEXT_CASES, WEIGHT_DTYPES, PLMTeacher
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -60,6 +60,11 @@ def get_parser() -> argparse.ArgumentParser:
         help="decoder-only teachers: prepend BOS (default: as the tokenizer does)",
     )
     parser.add_argument("--text_case", choices=TEXT_CASES, help="default: keep")
+    parser.add_argument(
+        "--plm_dtype", choices=WEIGHT_DTYPES,
+        help="precision of the teacher's weights, plm_conf.dtype (default: float32); "
+        "not the storage --dtype",
+    )
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--shard_size", type=int, default=2000, help="utterances per shard")
     parser.add_argument(
@@ -91,7 +96,7 @@ def teacher_settings(args: argparse.Namespace) -> dict:
         settings.update((config.get("model_conf") or {}).get("plm_conf") or {})
     given = dict(
         name_or_path=args.plm, architecture=args.architecture, hidden_layer=args.hidden_layer,
-        add_bos_token=args.add_bos_token, text_case=args.text_case,
+        add_bos_token=args.add_bos_token, text_case=args.text_case, dtype=args.plm_dtype,
     )
     settings.update((key, value) for key, value in given.items() if value is not None)
     settings["local_files_only"] = args.local_files_only or settings.get("local_files_only", False)

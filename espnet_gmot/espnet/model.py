@@ -83,7 +83,9 @@ class ESPnetGMOTModel(ESPnetASRModel):
         plm_conf: arguments of :class:`PLMTeacher`: ``name_or_path`` (default
             ``bert-base-chinese``), ``local_files_only``, and for other teachers
             ``architecture`` (``encoder`` or ``decoder_only``), ``hidden_layer``,
-            ``add_bos_token`` and ``text_case``.
+            ``add_bos_token`` and ``text_case``; ``dtype`` (``float32``,
+            ``bfloat16`` or ``float16``) holds the teacher's weights in that
+            precision.
     """
 
     @typechecked

@@ -12,8 +12,9 @@ Layout of a cache directory (:func:`write_plm_cache`):
 
 - ``plm_cache.json``: what the states were made from (the PLM's name, a SHA-256
   of its weights, config, vocabulary and reading, its hidden size) and the
-  storage dtype; ``plm_reading`` (architecture, hidden layer, BOS, text case)
-  unless the states are an encoder's last layer of the text as it is.
+  storage dtype; ``plm_reading`` (architecture, hidden layer, BOS, text case,
+  the teacher's weight dtype) unless the states are a float32 encoder's last
+  layer of the text as it is.
   A later run with another PLM or dtype is refused, so one cache never mixes two.
 - ``shards/states.<k>.ark|scp`` (float32): one entry per *distinct transcript*,
   keyed by the transcript's SHA-256. Speed-perturbed copies (``sp0.9-``, ``sp1.1-``) and
@@ -89,6 +90,8 @@ def reading_options(reading: Optional[dict]) -> str:
     ]
     if reading["architecture"] != "encoder":
         options.append(f"--add_bos_token {str(reading['bos']).lower()}")
+    if reading.get("dtype", "float32") != "float32":  # absent: recorded before it was an option
+        options.append(f"--plm_dtype {reading['dtype']}")
     return " " + " ".join(options)
 
 

@@ -30,6 +30,12 @@ ARCHITECTURES = ("encoder", "decoder_only")
 # store upper-case text (LibriSpeech); uncased teachers lower-case it
 # themselves, cased ones (RoBERTa, LLMs) read upper case as rare, shouting text.
 TEXT_CASES = ("keep", "lower", "sentence")
+# The precisions the teacher's weights can be held in. float32 by default, not
+# the checkpoint's own: transformers 5 loads a checkpoint in the dtype its config
+# names (bfloat16 for Qwen2.5), 4.x in float32, so the states (and a cache's
+# fingerprint) would depend on the library. Half precision halves the teacher's
+# memory and, on a CPU with bfloat16 instructions, more than halves its time.
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def normalise_case(text: str, text_case: str) -> str:
@@ -45,6 +51,16 @@ def normalise_case(text: str, text_case: str) -> str:
 def setting_text(key_prefix: str, key: str, value: str) -> str:
     """How to write a setting: ``--key value`` on a command line, ``section.key: value`` in yaml."""
     return f"--{key} {value}" if key_prefix == "--" else f"{key_prefix}{key}: {value}"
+
+
+def _dtype_argument(dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s dtype keyword: ``dtype`` from transformers 4.56 on
+    (``torch_dtype`` is deprecated there), ``torch_dtype`` before."""
+    import transformers
+    from packaging.version import Version
+
+    new = Version(transformers.__version__) >= Version("4.56")
+    return {"dtype" if new else "torch_dtype": dtype}
 
 
 class PLMTeacher:
@@ -66,6 +82,8 @@ class PLMTeacher:
             none). Encoders: must stay ``None`` (``[CLS]`` starts them).
         text_case: ``"keep"``, ``"lower"`` or ``"sentence"`` (first letter
             upper, the rest lower): the casing of the text the teacher reads.
+        dtype: the precision the weights are held in (:data:`WEIGHT_DTYPES`);
+            the states are returned in float32 whatever it is.
         setting: how the user gives ``name_or_path`` (a config key, a
             command-line option), named in error messages.
         key_prefix: prefix of the other arguments' names in error messages
@@ -80,6 +98,7 @@ class PLMTeacher:
         hidden_layer: int = -1,
         add_bos_token: Optional[bool] = None,
         text_case: str = "keep",
+        dtype: str = "float32",
         setting: str = "name_or_path",
         key_prefix: str = "",
     ):
@@ -101,6 +120,11 @@ class PLMTeacher:
             )
         if text_case not in TEXT_CASES:
             raise ValueError(f"{key_prefix}text_case {text_case!r}: choose one of {TEXT_CASES}")
+        if dtype not in WEIGHT_DTYPES:
+            raise ValueError(
+                f"{key_prefix}dtype {dtype!r}: choose one of {WEIGHT_DTYPES} (the precision "
+                f"the teacher's weights are held in; bfloat16 halves their memory)"
+            )
         self.name_or_path = name_or_path
         self.setting = setting
         self.key_prefix = key_prefix
@@ -109,6 +133,7 @@ class PLMTeacher:
         self.hidden_layer = hidden_layer
         self.add_bos_token = add_bos_token
         self.text_case = text_case
+        self.dtype = dtype
         self._tokenizer = None
         self._model: Optional[torch.nn.Module] = None
         self._prepends_bos: Optional[bool] = None
@@ -164,11 +189,11 @@ class PLMTeacher:
                 f"training runs in), or a Hugging Face hub name such as bert-base-chinese."
             )
 
-    def _from_pretrained(self, auto_class):
+    def _from_pretrained(self, auto_class, **kwargs):
         self._check_local_directory()
         try:
             return auto_class.from_pretrained(
-                self.name_or_path, local_files_only=self.local_files_only
+                self.name_or_path, local_files_only=self.local_files_only, **kwargs
             )
         except (OSError, ValueError) as err:  # ValueError: huggingface_hub's HFValidationError
             where = (
@@ -189,7 +214,7 @@ class PLMTeacher:
         from transformers import AutoModel
 
         logging.info(f"Loading the PLM teacher {self.name_or_path!r}")
-        model = self._from_pretrained(AutoModel)
+        model = self._from_pretrained(AutoModel, **_dtype_argument(getattr(torch, self.dtype)))
         self._check_architecture(model.config)
         layers = int(model.config.num_hidden_layers)
         if not -(layers + 1) <= self.hidden_layer <= layers:
@@ -284,13 +309,15 @@ class PLMTeacher:
             hidden_layer=self.hidden_layer % (layers + 1),  # -1 and L are one layer
             bos=self._dropped_leading == 1,
             text_case=self.text_case,
+            dtype=self.dtype,
         )
 
     def reads_last_encoder_layer(self) -> bool:
         """The reading of every cache made before the reading was an option."""
         layers = int(self.model.config.num_hidden_layers)
         return self.reading() == dict(
-            architecture="encoder", hidden_layer=layers, bos=False, text_case="keep"
+            architecture="encoder", hidden_layer=layers, bos=False, text_case="keep",
+            dtype="float32",
         )
 
     @property

@@ -93,3 +93,34 @@ def test_fingerprint_identifies_the_weights(tmp_path, bert):
     with torch.no_grad():
         teacher.model.encoder.layer[0].output.dense.bias[0] += 1e-3
     assert teacher.fingerprint() != fingerprint
+
+
+def test_weight_dtype_holds_the_teacher_in_that_precision(tmp_path, bert):
+    full = PLMTeacher(str(bert))
+    half = PLMTeacher(str(bert), dtype="bfloat16")
+    expected, lengths, _ = full.encode(["他是老师", "我们"], torch.device("cpu"))
+    states, half_lengths, _ = half.encode(["他是老师", "我们"], torch.device("cpu"))
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    assert states.dtype == torch.float32 and torch.equal(lengths, half_lengths)
+    valid = torch.arange(states.size(1))[None, :] < lengths[:, None]
+    error = (states - expected)[valid].norm(dim=-1) / expected[valid].norm(dim=-1)
+    assert 0 < error.max() < 0.05  # bfloat16's 8 bits of mantissa, not another model
+    # the states differ, so a cache of one is not the other's
+    assert half.fingerprint() != full.fingerprint() and not half.reads_last_encoder_layer()
+    with pytest.raises(ValueError, match=r"^model_conf.plm_conf.dtype 'half': choose one of \('float32'"):
+        PLMTeacher(str(bert), dtype="half", key_prefix="model_conf.plm_conf.")
+
+
+def test_a_half_precision_checkpoint_loads_in_float32_by_default(tmp_path, bert):
+    """transformers 5 loads a checkpoint in the dtype its config names (4.x in
+    float32): the teacher's precision is the setting's, whatever the library."""
+    from transformers import AutoModel, AutoTokenizer
+
+    saved = tmp_path / "bf16"
+    AutoModel.from_pretrained(bert).to(torch.bfloat16).save_pretrained(saved)
+    AutoTokenizer.from_pretrained(bert).save_pretrained(saved)
+    assert {p.dtype for p in PLMTeacher(str(saved)).model.parameters()} == {torch.float32}
+    assert {p.dtype for p in PLMTeacher(str(saved), dtype="bfloat16").model.parameters()} == {
+        torch.bfloat16
+    }
+

@@ -317,6 +317,26 @@ def test_dump_command_line(tmp_path, bert, other_bert):
     assert no_plm.returncode != 0 and f"--plm '{empty}'" in no_plm.stderr and "it is empty" in no_plm.stderr
 
 
+def test_a_half_precision_teacher_is_recorded_and_named_in_the_refusal(tmp_path, bert):
+    from espnet_gmot.bin import dump_plm_states
+
+    text = write_text(tmp_path / "text", {"a": "他是", "b": "我们"})
+    out = tmp_path / "out"
+    dump_plm_states.main([str(a) for a in [
+        "--text", text, "--plm", bert, "--output_dir", out, "--plm_dtype", "bfloat16"]])
+    manifest = json.loads((out / "plm_cache.json").read_text())
+    assert manifest["plm_reading"]["dtype"] == "bfloat16"
+    half = PLMTeacher(str(bert), dtype="bfloat16")
+    assert manifest["plm_fingerprint"] == half.fingerprint()
+    cached = dict(kaldiio.load_scp(str(out / "plm_states.scp")))
+    assert np.array_equal(cached["a"], teacher_states(half, "他是"))
+    before = snapshot(out)
+    with pytest.raises(PLMCacheError) as err:
+        write_plm_cache(text, out, PLMTeacher(str(bert)))  # the float32 teacher
+    assert "plm_reading" in str(err.value) and "--plm_dtype bfloat16" in str(err.value)
+    assert snapshot(out) == before
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_full_disk_names_the_output_keeps_finished_states_and_a_rerun_completes(
         tmp_path, bert, monkeypatch, dtype):

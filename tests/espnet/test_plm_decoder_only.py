@@ -138,7 +138,7 @@ def test_cache_records_the_reading_and_refuses_another(lms, tmp_path):
     scp = write_plm_cache(text, tmp_path / "cache", plm)
     manifest = json.loads((tmp_path / "cache" / "plm_cache.json").read_text())
     assert manifest["plm_reading"] == dict(
-        architecture="decoder_only", hidden_layer=1, bos=True, text_case="keep")
+        architecture="decoder_only", hidden_layer=1, bos=True, text_case="keep", dtype="float32")
     import kaldiio
 
     cached = dict(kaldiio.load_scp(str(scp)))
@@ -202,17 +202,19 @@ def test_dump_reads_the_teacher_as_the_training_config_says(lms, tmp_path, capsy
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"model": "gmot", "model_conf": {"plm_conf": {
         "name_or_path": str(lms["qwen2"]), "architecture": "decoder_only", "hidden_layer": 1,
-        "text_case": "sentence"}}}))
+        "text_case": "sentence", "dtype": "bfloat16"}}}))
     dump_plm_states.main(["--text", str(text), "--asr_config", str(config),
                           "--output_dir", str(tmp_path / "a")])
     manifest = json.loads((tmp_path / "a" / "plm_cache.json").read_text())
     assert manifest["plm"] == str(lms["qwen2"])
     assert manifest["plm_reading"] == dict(
-        architecture="decoder_only", hidden_layer=1, bos=False, text_case="sentence")
+        architecture="decoder_only", hidden_layer=1, bos=False, text_case="sentence",
+        dtype="bfloat16")
     # an option on the command line wins over the config
     dump_plm_states.main(["--text", str(text), "--asr_config", str(config), "--hidden_layer", "2",
-                          "--output_dir", str(tmp_path / "b")])
-    assert json.loads((tmp_path / "b" / "plm_cache.json").read_text())["plm_reading"]["hidden_layer"] == 2
+                          "--plm_dtype", "float32", "--output_dir", str(tmp_path / "b")])
+    reading = json.loads((tmp_path / "b" / "plm_cache.json").read_text())["plm_reading"]
+    assert reading["hidden_layer"] == 2 and reading["dtype"] == "float32"
     with pytest.raises(SystemExit, match=r"^--add_bos_token is true but the tokenizer"):
         dump_plm_states.main(["--text", str(text), "--asr_config", str(config),
                               "--add_bos_token", "true", "--output_dir", str(tmp_path / "c")])
