@@ -25,19 +25,25 @@ of the step and the ratios to the baseline. Targets (issue 15): GPU <= 1.05x
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during a step; on CPU
 the peak resident set during a step in a fresh process (``--memory-probe``),
-less the process's size before the model was built. Both include weights,
-gradients, optimiser state and the teacher where it runs.
+less the process's size before the model was built, with glibc told to map
+every block of 64 KiB or more by itself (``MALLOC_MMAP_THRESHOLD_``): freed
+tensors then leave the resident set at once, so it follows the live tensors
+as ``max_memory_allocated`` does, not what the allocator kept for reuse
+(without it, the same probe read 1.80-2.11 GiB for the baseline on one commit).
+Both include weights, gradients, optimiser state and the teacher where it runs.
 
 Usage::
 
     python bench/bench_model.py                     # CUDA if present, else CPU
     python bench/bench_model.py --device cpu --batch 8 --repeats 3
     python bench/bench_model.py --systems baseline,gmot --precisions fp32
+    python bench/bench_model.py --device cpu --teachers on_the_fly --teacher-dtype bfloat16
 """
 
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -52,12 +58,15 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 
 import espnet_gmot.transfer.module as transfer_module
 from espnet_gmot.espnet.model import ESPnetGMOTModel
+from espnet_gmot.transfer.plm import WEIGHT_DTYPES
 
 VOCAB = 4233  # AISHELL-1 character token list, <blank> <unk> ... <sos/eos>
 FEATS = 80
 FRAMES_PER_SECOND = 100
 CHARS_PER_SECOND = 3.2  # AISHELL-1: 14.4 characters in 4.5 s on average
 BATCH_BINS = 4_000_000
+# glibc serves blocks of this size or more with their own mmap (see the module docstring)
+CPU_PROBE_MMAP_THRESHOLD = 64 * 1024
 
 # bert-base-chinese's config.json (architecture only).
 BERT_BASE_CHINESE = dict(
@@ -95,7 +104,7 @@ def build_teacher(directory: Path) -> Path:
     return directory
 
 
-def build(system: str, blocks: int, teacher_dir: Path):
+def build(system: str, blocks: int, teacher_dir: Path, teacher_dtype: str = "float32"):
     torch.manual_seed(0)
     encoder = ConformerEncoder(
         FEATS, output_size=256, attention_heads=4, linear_units=2048, num_blocks=blocks,
@@ -113,7 +122,7 @@ def build(system: str, blocks: int, teacher_dir: Path):
     return ESPnetGMOTModel(
         **common, asr_weight=0.3, transfer_weight=1.0,
         transfer_conf=dict(plm_dim=768, epsilon=0.1, **SYSTEMS[system]),
-        plm_conf=dict(name_or_path=str(teacher_dir), local_files_only=True),
+        plm_conf=dict(name_or_path=str(teacher_dir), local_files_only=True, dtype=teacher_dtype),
     )
 
 
@@ -228,7 +237,7 @@ def configurations(args):
 def memory_probe(args, device, teacher_dir, system, precision, teacher):
     """Peak memory of a step, in MiB (see the module docstring)."""
     if device.type == "cuda":
-        model = build(system, args.blocks, teacher_dir).to(device)
+        model = build(system, args.blocks, teacher_dir, args.teacher_dtype).to(device)
         step = Step(model, inputs_for(system, teacher, make_batch(args.batch, args.seconds), device),
                     device, precision == "amp")
         step()  # optimiser state and the lazy teacher exist from here on, as in training
@@ -243,8 +252,9 @@ def memory_probe(args, device, teacher_dir, system, precision, teacher):
     command = [sys.executable, __file__, "--memory-probe", f"{system},{precision},{teacher}",
                "--device", "cpu", "--batch", str(args.batch), "--seconds", str(args.seconds),
                "--blocks", str(args.blocks), "--threads", str(args.threads),
-               "--teacher-dir", str(teacher_dir)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+               "--teacher-dir", str(teacher_dir), "--teacher-dtype", args.teacher_dtype]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(CPU_PROBE_MMAP_THRESHOLD))
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(output.strip().splitlines()[-1])["peak_mib"]
 
 
@@ -262,7 +272,7 @@ def cpu_memory_probe(args, teacher_dir):
     system, precision, teacher = args.memory_probe.split(",")
     device = torch.device("cpu")
     before_model = _proc_status_kib("VmRSS")
-    model = build(system, args.blocks, teacher_dir)
+    model = build(system, args.blocks, teacher_dir, args.teacher_dtype)
     step = Step(model, inputs_for(system, teacher, make_batch(args.batch, args.seconds), device),
                 device, precision == "amp")
     step()
@@ -289,6 +299,8 @@ def main():
     parser.add_argument("--precisions", default="fp32,amp")
     parser.add_argument("--teachers", default="cached,on_the_fly")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
+    parser.add_argument("--teacher-dtype", default="float32", choices=WEIGHT_DTYPES,
+                        help="plm_conf.dtype: the precision of the teacher run on the fly")
     parser.add_argument("--teacher-dir", type=Path, default=None,
                         help="where the random bert-base-chinese-shaped teacher is kept")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
@@ -316,14 +328,14 @@ def main():
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
              f", {args.threads} threads")
-          + f", {args.blocks} Conformer blocks")
+          + f", {args.blocks} Conformer blocks, teacher weights in {args.teacher_dtype}")
     print(f"batch: {lengths.numel()} utterances of {lengths.min().item() / 100:.2f}-"
           f"{lengths.max().item() / 100:.2f} s, {batch['text_lengths'].min().item()}-"
           f"{batch['text_lengths'].max().item()} characters "
           f"({lengths.max().item() * FEATS * lengths.numel():,} of {BATCH_BINS:,} numel bins)")
 
     configs = list(configurations(args))
-    models = {s: build(s, args.blocks, teacher_dir).to(device) for s in args.systems}
+    models = {s: build(s, args.blocks, teacher_dir, args.teacher_dtype).to(device) for s in args.systems}
     steps = {
         (s, p, t): Step(models[s], inputs_for(s, t, batch, device), device, p == "amp")
         for s, p, t in configs
