@@ -127,6 +127,12 @@ class CheckCadence:
                 self.interval = 1 if first else DEVICE_CHECK_EVERY
         return self.interval
 
+    @property
+    def newton_every(self) -> int:
+        """Newton steps between host reads: every step where reads are free,
+        else at most DEVICE_NEWTON_CHECK_EVERY."""
+        return 1 if self.adaptive else min(self.fixed, DEVICE_NEWTON_CHECK_EVERY)
+
 
 @dataclass(frozen=True)
 class SinkhornSettings:
@@ -428,13 +434,9 @@ def solve_scaling(
     newton = torch.zeros_like(item_iters)
     # tol = 0 asks for exactly max_iter iterations: nothing to polish towards
     if newton_steps > 0 and tol > 0 and steps >= max_iter:
-        # Newton reads at the Sinkhorn loop's pace: every step where reads are free
-        newton_check_every = (
-            1 if cadence.adaptive else min(cadence.fixed, DEVICE_NEWTON_CHECK_EVERY)
-        )
         source_dual, target_dual, taken = newton_polish(
             cost, marginals, mask, source_dual, target_dual, active, epsilon,
-            newton_steps, tol, newton_check_every,
+            newton_steps, tol, cadence.newton_every,
         )
         newton = taken
         exponent = (source_dual[:, :, None] + target_dual[:, None, :] - cost) / epsilon
@@ -445,7 +447,7 @@ def solve_scaling(
             if to_host(still.any()):
                 source_dual, target_dual, plan, taken = newton_continuation(
                     cost, marginals, mask, source_dual, target_dual, plan, error, still,
-                    epsilon, anneal_stages, newton_steps, tol, newton_check_every,
+                    epsilon, anneal_stages, newton_steps, tol, cadence.newton_every,
                 )
                 newton = newton + taken
     return ScalingSolve(plan, source_dual, target_dual, item_iters, steps, newton)

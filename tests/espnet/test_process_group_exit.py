@@ -23,7 +23,6 @@ def test_registered_worker_exits_with_its_process_group_destroyed(tmp_path):
         atexit.register(report)
         from espnet_gmot.espnet.registry import register
         register()
-        register()  # idempotent: one handler
         dist.init_process_group(
             "gloo", init_method="file://{tmp_path / 'store'}", rank=0, world_size=1
         )

@@ -115,6 +115,9 @@ def test_check_cadence_by_device():
     assert fixed.interval == fixed.next_interval(1e-3) == 4
     cpu = CheckCadence(None, torch.device("cpu"), tol=2e-6)
     assert cpu.interval == 1
+    # the Newton polish: every step where reads are free, at most 5 apart elsewhere
+    assert (cpu.newton_every, fixed.newton_every, cuda.newton_every) == (1, 4, 5)
+    assert CheckCadence(1, torch.device("cuda"), tol=1e-6).newton_every == 1
     assert cpu.next_interval(1e-2) == 1  # no rate known yet
     assert cpu.next_interval(1e-3) == 3  # 10x per iteration: 2e-6 in 2.7 more
     assert cpu.next_interval(1e-4) == 6  # 10x per 3 iterations: 2e-6 in 5.1 more
