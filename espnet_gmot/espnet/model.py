@@ -84,8 +84,8 @@ class ESPnetGMOTModel(ESPnetASRModel):
             ``bert-base-chinese``), ``local_files_only``, and for other teachers
             ``architecture`` (``encoder`` or ``decoder_only``), ``hidden_layer``,
             ``add_bos_token`` and ``text_case``; ``dtype`` (``float32``,
-            ``bfloat16`` or ``float16``) holds the teacher's weights in that
-            precision.
+            ``bfloat16`` or ``float16``) holds and runs the teacher in that
+            precision, under ``--use_amp`` too.
     """
 
     @typechecked

@@ -111,6 +111,22 @@ def test_weight_dtype_holds_the_teacher_in_that_precision(tmp_path, bert):
         PLMTeacher(str(bert), dtype="half", key_prefix="model_conf.plm_conf.")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("hidden_layer", [-1, 1])
+def test_the_teacher_runs_in_its_dtype_under_the_trainings_autocast(bert, dtype, hidden_layer):
+    """ESPnet's --use_amp wraps the forward pass in autocast: the teacher still
+    runs in plm_conf.dtype, so its states are those of a cache made without
+    autocast (the same fingerprint)."""
+    teacher = PLMTeacher(str(bert), dtype=dtype, hidden_layer=hidden_layer)
+    texts = ["他是老师", "我们"]
+    expected, _, _ = teacher.encode(texts, torch.device("cpu"))
+    for autocast_dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=autocast_dtype):
+            states, _, _ = teacher.encode(texts, torch.device("cpu"))
+        assert states.dtype == torch.float32
+        assert torch.equal(states, expected), (autocast_dtype, (states - expected).abs().max())
+
+
 def test_a_half_precision_checkpoint_loads_in_float32_by_default(tmp_path, bert):
     """transformers 5 loads a checkpoint in the dtype its config names (4.x in
     float32): the teacher's precision is the setting's, whatever the library."""
