@@ -151,11 +151,21 @@ def _check_or_write_manifest(output_dir: Path, wanted: dict, text_path: Path) ->
             f"{key} {shown(found.get(key))} there, {shown(wanted.get(key))} now"
             for key in differing
         )
+        if found.get("plm_reading") and "dtype" not in found["plm_reading"]:
+            # Recorded before plm_conf.dtype existed, when the teacher was held in
+            # whatever dtype transformers loaded: no setting gives that fingerprint.
+            resume = (
+                "That cache records no teacher dtype (an espnet-gmot before "
+                "plm_conf.dtype wrote it), so no run resumes or extends it; "
+            )
+        else:
+            resume = (
+                f"To resume or extend that cache run `{dump_command(text_path, output_dir, found.get('plm'), found.get('dtype', 'float32'), found.get('plm_reading'))}`; "
+            )
         raise PLMCacheError(
             f"The PLM-state cache {output_dir} was made from --plm {found.get('plm')!r} "
             f"(--dtype {found.get('dtype')}), not from this run's --plm {wanted['plm']!r} "
-            f"(--dtype {wanted['dtype']}): {described}. Nothing was written. To resume or "
-            f"extend that cache run `{dump_command(text_path, output_dir, found.get('plm'), found.get('dtype', 'float32'), found.get('plm_reading'))}`; "
+            f"(--dtype {wanted['dtype']}): {described}. Nothing was written. {resume}"
             f"for this PLM give another --output_dir (or remove {output_dir} first)."
         )
 

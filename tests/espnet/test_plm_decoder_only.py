@@ -152,6 +152,28 @@ def test_cache_records_the_reading_and_refuses_another(lms, tmp_path):
     assert "--architecture decoder_only --hidden_layer 1 --text_case keep --add_bos_token true" in message
 
 
+def test_a_cache_that_records_no_teacher_dtype_is_refused_without_a_resume_command(lms, tmp_path):
+    """A decoder-only cache written before plm_conf.dtype existed records a
+    reading without a dtype: no setting reproduces its fingerprint, so the
+    refusal offers no command that would be refused again."""
+    text = tmp_path / "text"
+    write_kaldi_map(text, [(f"u{k}", t) for k, t in enumerate(TEXTS)])
+    cache = tmp_path / "cache"
+    write_plm_cache(text, cache, teacher(lms["qwen2"]))
+    manifest_path = cache / "plm_cache.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["plm_reading"]["dtype"]
+    manifest["plm_fingerprint"] = "0" * 64  # an earlier fingerprint, of another reading
+    manifest_path.write_text(json.dumps(manifest))
+    before = {p.name: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+    with pytest.raises(PLMCacheError) as err:
+        write_plm_cache(text, cache, teacher(lms["qwen2"]))
+    message = str(err.value)
+    assert "records no teacher dtype" in message and "another --output_dir" in message
+    assert "To resume" not in message and "dump_plm_states" not in message
+    assert {p.name: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
+
+
 def test_l_align_skips_no_state_of_a_decoder_only_teacher():
     torch.manual_seed(0)
     module = OTKnowledgeTransfer(8, plm_dim=6, gw_weight=0.0, temporal_weight=0.0).double()

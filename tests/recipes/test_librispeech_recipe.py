@@ -61,7 +61,7 @@ def test_baseline_is_espnets_librispeech_100_config_and_the_twins_differ_in_mode
     teachers = {
         "train_asr_gmot.yaml": ({"name_or_path": "bert-base-uncased"}, 768),
         "train_asr_gmot_qwen2.yaml": ({"name_or_path": "Qwen/Qwen2.5-0.5B", "architecture": "decoder_only",
-                                       "hidden_layer": -1, "text_case": "sentence"}, 896),
+                                       "hidden_layer": -1, "text_case": "sentence", "dtype": "float32"}, 896),
     }
     for name, (plm_conf, plm_dim) in teachers.items():
         twin = load_conf(name)
