@@ -61,7 +61,7 @@ setup(
     extras_require={
         # Everything the tests import beyond the package's own requirements;
         # the recipe tests generate corpora and run the demo, so its packages too.
-        "test": ["pytest>=8", "sentencepiece", "editdistance", *DEMO_REQUIRES, *SHARE_REQUIRES],
+        "test": ["pytest>=8", "pytest-xdist", "sentencepiece", "editdistance", *DEMO_REQUIRES, *SHARE_REQUIRES],
         "demo": DEMO_REQUIRES,
         "share": SHARE_REQUIRES,
     },

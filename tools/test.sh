@@ -17,4 +17,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ESPNET_GMOT_VENV:-${repo}/.venv}
 cd "${repo}"
 export PATH="${venv}/bin:${PATH}"
-exec python -m pytest "$@"
+# Two workers (pytest-xdist), a test file each at a time (module fixtures are
+# built once): the installs, pip's unpacking and the ESPnet processes' start-up
+# are single-threaded, and overlapped with the other worker's tests the whole
+# suite fits CI's 90 minutes on 2 cores. -n 0 after it runs one process.
+exec python -m pytest -n 2 --dist loadfile "$@"
