@@ -18,7 +18,14 @@ venv=${ESPNET_GMOT_VENV:-${repo}/.venv}
 cd "${repo}"
 export PATH="${venv}/bin:${PATH}"
 # Two workers (pytest-xdist), a test file each at a time (module fixtures are
-# built once): the installs, pip's unpacking and the ESPnet processes' start-up
-# are single-threaded, and overlapped with the other worker's tests the whole
-# suite fits CI's 90 minutes on 2 cores. -n 0 after it runs one process.
-exec python -m pytest -n 2 --dist loadfile "$@"
+# built once), in collection order, which tests/conftest.py starts with the
+# longest files: the installs, pip's unpacking and the ESPnet processes'
+# start-up are single-threaded, and overlapped with the other worker's tests the
+# whole suite fits CI's 90 minutes on 2 cores. -n 0 after it runs one process.
+# The slowest tests are listed at the end, to see where the time goes.
+# One torch thread per worker (and per process a test starts) unless
+# OMP_NUM_THREADS says otherwise: torch's OpenMP threads spin while they wait,
+# and two workers of 2 threads each on 2 cores took 406 s on a sample of four
+# test files that one thread each ran in 172 s.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+exec python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25 "$@"
