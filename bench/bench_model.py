@@ -258,6 +258,15 @@ def memory_probe(args, device, teacher_dir, system, precision, teacher):
     return json.loads(output.strip().splitlines()[-1])["peak_mib"]
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether oneDNN has bfloat16 kernels for this CPU (AVX-512 or newer); without
+    them CPU autocast emulates bf16 in scalar code."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: no fast bf16 either
+        return False
+
+
 def _proc_status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -317,6 +326,12 @@ def main():
     if unknown or "baseline" not in args.systems:
         parser.error(f"--systems: choose among {list(SYSTEMS)}, baseline included")
     torch.set_num_threads(args.threads)
+    if device.type == "cpu" and "amp" in args.precisions and not cpu_has_bfloat16():
+        print(f"warning: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bfloat16 "
+              "instructions: CPU autocast emulates bf16, so each AMP step of the papers' model "
+              "takes minutes (--batch 8, --systems baseline,gmot, --repeats 2: unfinished after "
+              "30 min on 2 AVX2 cores); --precisions fp32 measures the float32 rows alone",
+              file=sys.stderr)
     teacher_dir = args.teacher_dir or Path(tempfile.gettempdir()) / "espnet_gmot_bert_base_chinese_random"
     build_teacher(teacher_dir)
     if args.memory_probe:
