@@ -326,17 +326,18 @@ def main():
     if unknown or "baseline" not in args.systems:
         parser.error(f"--systems: choose among {list(SYSTEMS)}, baseline included")
     torch.set_num_threads(args.threads)
+    teacher_dir = args.teacher_dir or Path(tempfile.gettempdir()) / "espnet_gmot_bert_base_chinese_random"
+    build_teacher(teacher_dir)
+    if args.memory_probe:
+        cpu_memory_probe(args, teacher_dir)
+        return
+
     if device.type == "cpu" and "amp" in args.precisions and not cpu_has_bfloat16():
         print(f"warning: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bfloat16 "
               "instructions: CPU autocast emulates bf16, so each AMP step of the papers' model "
               "takes minutes (--batch 8, --systems baseline,gmot, --repeats 2: unfinished after "
               "30 min on 2 AVX2 cores); --precisions fp32 measures the float32 rows alone",
               file=sys.stderr)
-    teacher_dir = args.teacher_dir or Path(tempfile.gettempdir()) / "espnet_gmot_bert_base_chinese_random"
-    build_teacher(teacher_dir)
-    if args.memory_probe:
-        cpu_memory_probe(args, teacher_dir)
-        return
 
     batch = make_batch(args.batch, args.seconds)
     lengths = batch["speech_lengths"]
